@@ -1,0 +1,6 @@
+"""Edit cases and the data they come from: KnowEdit and friends, training pools, the knowledge world,
+and the AGT dataset the trainer consumes."""
+
+from edit_grpo_trl.data.cases import CaseError, EditCase, Probe, ProbeKind, load_cases, save_cases
+
+__all__ = ["CaseError", "EditCase", "Probe", "ProbeKind", "load_cases", "save_cases"]
