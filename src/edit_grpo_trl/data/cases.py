@@ -99,7 +99,9 @@ class EditCase:
             if not isinstance(value, str) or not value.strip():
                 raise CaseError(f"{label}: field {name!r} must be a non-empty string, got {value!r}")
         if self.subject not in self.prompt:
-            raise CaseError(f"{label}: the prompt {self.prompt!r} does not contain the subject {self.subject!r}")
+            raise CaseError(
+                f"{label}: the prompt {self.prompt!r} does not contain the subject {self.subject!r}"
+            )
         object.__setattr__(self, "target_new", _answer_tuple(self.target_new, f"{label} target_new"))
         object.__setattr__(self, "probes", tuple(self.probes))
         for probe in self.probes:
@@ -108,7 +110,9 @@ class EditCase:
         self._check_disjoint(label)
 
     def _check_disjoint(self, label: str) -> None:
-        training = {normalize_answer(p.prompt): p.prompt for p in self.probes_of(ProbeKind.TRAIN_GENERALIZATION)}
+        training = {
+            normalize_answer(p.prompt): p.prompt for p in self.probes_of(ProbeKind.TRAIN_GENERALIZATION)
+        }
         evaluation = {normalize_answer(p.prompt) for kind in EVALUATION_KINDS for p in self.probes_of(kind)}
         overlap = sorted(training[key] for key in training.keys() & evaluation)
         if overlap:
@@ -135,7 +139,8 @@ class EditCase:
         data = asdict(self)
         data["target_new"] = list(self.target_new)
         data["probes"] = [
-            {"prompt": p.prompt, "answers": list(p.answers), "kind": p.kind.value, "key": p.key} for p in self.probes
+            {"prompt": p.prompt, "answers": list(p.answers), "kind": p.kind.value, "key": p.key}
+            for p in self.probes
         ]
         return data
 
@@ -143,7 +148,9 @@ class EditCase:
     def from_dict(cls, data: dict) -> EditCase:
         data = dict(data)
         data["probes"] = tuple(Probe(**probe) for probe in data.get("probes", ()))
-        data["target_new"] = tuple(data["target_new"]) if not isinstance(data["target_new"], str) else data["target_new"]
+        data["target_new"] = (
+            tuple(data["target_new"]) if not isinstance(data["target_new"], str) else data["target_new"]
+        )
         return cls(**data)
 
 
