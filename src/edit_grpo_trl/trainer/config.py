@@ -1,0 +1,100 @@
+"""`EditGRPOConfig`: TRL's `GRPOConfig` plus the fields of AGT and PGAA."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from edit_grpo_trl.trainer.rewards import DEFAULT_REWARD_FUNCTIONS, resolve_reward_functions
+
+ANCHOR_DIRECTIONS = ("target", "anchor_samples")
+
+
+@dataclass
+class EditGRPOConfig(GRPOConfig):
+    r"""Configuration of [`EditGRPOTrainer`]: every `GRPOConfig` field, plus the ones below.
+
+    Parameters:
+        alignment_coef (`float`, defaults to `0.2`):
+            Weight lambda of the alignment term added to generalization samples' advantages,
+            `A_i += lambda * cos(g_i, g_c)`. `0` turns the term (and its extra forward/backward) off.
+        alignment_layer (`int` or `None`):
+            Decoder layer whose module defines the gradients g_i and g_c: the layer the stage-1 editor
+            wrote. Required when `alignment_coef` is not 0.
+        alignment_module (`str`, defaults to `"mlp.down_proj"`):
+            Linear module inside that decoder layer (`"mlp.c_proj"` for GPT-2).
+        anchor_direction (`str`, defaults to `"target"`):
+            `"target"`: g_c is the gradient of log p(new object | anchor prompt), teacher-forced.
+            `"anchor_samples"`: g_c is the mean gradient of the case's sampled anchor completions.
+        exclude_anchor_from_baseline (`bool`, defaults to `True`):
+            Take each case's baseline mean and std over its generalization samples only.
+        agt_reward_funcs (`list[str]`):
+            AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
+            `edit_grpo_trl.trainer.rewards.REWARD_FUNCTIONS`.
+    """
+
+    alignment_coef: float = field(
+        default=0.2,
+        metadata={
+            "help": "Weight of the PGAA alignment term cos(g_i, g_c) on generalization advantages (0: off)."
+        },
+    )
+    alignment_layer: int | None = field(
+        default=None,
+        metadata={"help": "Decoder layer of the alignment module: the layer the stage-1 editor wrote."},
+    )
+    alignment_module: str = field(
+        default="mlp.down_proj",
+        metadata={
+            "help": "Linear module inside the alignment layer (e.g. 'mlp.down_proj'; GPT-2: 'mlp.c_proj')."
+        },
+    )
+    anchor_direction: str = field(
+        default="target",
+        metadata={
+            "help": "Anchor direction g_c: 'target' (teacher-forced gradient of log p(new object | anchor)) or "
+            "'anchor_samples' (mean gradient of the case's anchor completions).",
+            "choices": list(ANCHOR_DIRECTIONS),
+        },
+    )
+    exclude_anchor_from_baseline: bool = field(
+        default=True,
+        metadata={"help": "Compute each case's baseline over its generalization samples only."},
+    )
+    agt_reward_funcs: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REWARD_FUNCTIONS),
+        metadata={"help": "AGT reward functions by name (anchor_accuracy, generalization_accuracy, ...)."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.alignment_coef, int | float) or not math.isfinite(self.alignment_coef):
+            raise ValueError(f"alignment_coef must be a finite number, got {self.alignment_coef!r}")
+        if self.anchor_direction not in ANCHOR_DIRECTIONS:
+            raise ValueError(
+                f"anchor_direction must be one of {', '.join(ANCHOR_DIRECTIONS)}; got {self.anchor_direction!r}"
+            )
+        if self.alignment_layer is not None and (
+            not isinstance(self.alignment_layer, int) or self.alignment_layer < 0
+        ):
+            raise ValueError(f"alignment_layer must be a layer index >= 0, got {self.alignment_layer!r}")
+        if self.alignment_coef != 0 and self.alignment_layer is None:
+            raise ValueError(
+                "alignment_coef is not 0, so alignment_layer is required: set it to the decoder layer your "
+                "stage-1 editor wrote (or set alignment_coef=0 to train without the alignment term)"
+            )
+        if not self.alignment_module or not isinstance(self.alignment_module, str):
+            raise ValueError(f"alignment_module must name a module, got {self.alignment_module!r}")
+        if self.scale_rewards not in ("group", "none"):
+            raise ValueError(
+                f"scale_rewards={self.scale_rewards!r} is not supported by PGAA, which normalizes per edit case: "
+                "use 'group' (divide by the case's std) or 'none'"
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "PGAA normalizes the weighted sum of the AGT rewards: multi_objective_aggregation must be "
+                f"'sum_then_normalize', got {self.multi_objective_aggregation!r}"
+            )
+        resolve_reward_functions(self.agt_reward_funcs)  # an unknown name fails here, not mid-training

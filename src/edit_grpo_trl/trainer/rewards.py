@@ -1,0 +1,110 @@
+"""AGT reward functions (DESIGN section 3), each a plain function with TRL's reward signature.
+
+TRL calls ``func(prompts=..., completions=..., completion_ids=..., **columns)`` where ``columns`` are the
+dataset's extra columns, one value per completion. Every function here reads ``role`` and ``answers``
+(and ``answer_style``, ``old_answers`` where it needs them) and returns ``None`` for the rows it does not
+score, which TRL turns into NaN and leaves out of that function's mean.
+
+Recipes select functions by name through :data:`REWARD_FUNCTIONS` / :func:`resolve_reward_functions`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edit_grpo_trl.answers import exact_match, extract_answer, is_boxed_format
+
+RewardFunction = Callable[..., list[float | None]]
+
+ANCHOR = "anchor"
+GENERALIZATION = "generalization"
+LOCALITY = "locality"
+
+
+def _styles(answer_style: Sequence[str] | None, count: int) -> Sequence[str]:
+    return answer_style if answer_style is not None else ["plain"] * count
+
+
+def _accuracy_on_role(
+    wanted_role: str,
+    completions: Sequence[Any],
+    role: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    answer_style: Sequence[str] | None,
+) -> list[float | None]:
+    styles = _styles(answer_style, len(completions))
+    return [
+        float(exact_match(extract_answer(completion, style), accepted)) if row_role == wanted_role else None
+        for completion, row_role, accepted, style in zip(completions, role, answers, styles, strict=True)
+    ]
+
+
+def anchor_accuracy(completions, role, answers, answer_style=None, **_) -> list[float | None]:
+    """1.0 when an anchor row's extracted answer matches one of its accepted answers, else 0.0."""
+    return _accuracy_on_role(ANCHOR, completions, role, answers, answer_style)
+
+
+def generalization_accuracy(completions, role, answers, answer_style=None, **_) -> list[float | None]:
+    """1.0 when a generalization row's extracted answer matches one of its accepted answers, else 0.0."""
+    return _accuracy_on_role(GENERALIZATION, completions, role, answers, answer_style)
+
+
+def locality_preservation(completions, role, answers, answer_style=None, **_) -> list[float | None]:
+    """1.0 when a locality row still gives its pre-edit answer (stored in ``answers``), else 0.0."""
+    return _accuracy_on_role(LOCALITY, completions, role, answers, answer_style)
+
+
+def boxed_format(completions, answer_style=None, **_) -> list[float | None]:
+    """On rows whose prompt asks for a boxed answer: 1.0 when the completion ends in exactly one
+    non-empty ``\\boxed{...}``, else 0.0. ``None`` on plain-style rows, which ask for no format."""
+    styles = _styles(answer_style, len(completions))
+    return [
+        float(is_boxed_format(completion)) if style == "boxed" else None
+        for completion, style in zip(completions, styles, strict=True)
+    ]
+
+
+def old_object_penalty(completions, role, old_answers=None, answer_style=None, **_) -> list[float | None]:
+    """-1.0 when an anchor or generalization row's answer still states the old object, else 0.0.
+
+    ``None`` on locality rows and on rows without a recorded old object.
+    """
+    styles = _styles(answer_style, len(completions))
+    old = old_answers if old_answers is not None else [[] for _ in completions]
+    rewards: list[float | None] = []
+    for completion, row_role, stale, style in zip(completions, role, old, styles, strict=True):
+        if row_role not in (ANCHOR, GENERALIZATION) or not stale:
+            rewards.append(None)
+            continue
+        rewards.append(-float(exact_match(extract_answer(completion, style), stale)))
+    return rewards
+
+
+REWARD_FUNCTIONS: dict[str, RewardFunction] = {
+    "anchor_accuracy": anchor_accuracy,
+    "generalization_accuracy": generalization_accuracy,
+    "locality_preservation": locality_preservation,
+    "boxed_format": boxed_format,
+    "old_object_penalty": old_object_penalty,
+}
+
+DEFAULT_REWARD_FUNCTIONS = ("anchor_accuracy", "generalization_accuracy", "locality_preservation")
+
+
+def resolve_reward_functions(names: Sequence[str | RewardFunction]) -> list[RewardFunction]:
+    """Reward functions by name (callables pass through); an unknown name gets the nearest valid one."""
+    functions = []
+    for name in names:
+        if callable(name):
+            functions.append(name)
+            continue
+        if name not in REWARD_FUNCTIONS:
+            nearest = difflib.get_close_matches(str(name), REWARD_FUNCTIONS, n=1)
+            hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+            raise ValueError(
+                f"unknown AGT reward function {name!r}.{hint} Available: {', '.join(sorted(REWARD_FUNCTIONS))}"
+            )
+        functions.append(REWARD_FUNCTIONS[name])
+    return functions

@@ -1,0 +1,341 @@
+"""`EditGRPOTrainer`: TRL's `GRPOTrainer` with case-grouped sampling, AGT rewards and PGAA advantages.
+
+TRL has no advantage hook, so the subclass stays as thin as it can (DESIGN section 5):
+
+1. ``_get_train_sampler`` returns a :class:`CaseGroupedSampler`, so every generation batch holds whole
+   edit cases.
+2. ``_calculate_rewards`` keeps the reward matrix TRL gathers from all processes.
+3. ``_generate_and_score_completions`` lets TRL generate and score, then gathers the batch's
+   ``case_id`` and ``role`` in the same process order, recomputes the advantages with PGAA
+   (``pgaa.py``), adds the alignment term from ghost cosines (``ghost.py``), keeps this process's slice,
+   and replaces the figures TRL logged from its positional groups.
+
+The loss is TRL's, untouched: PGAA changes only what each completion's advantage is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from datasets import Dataset, IterableDataset
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+
+from edit_grpo_trl.trainer.config import EditGRPOConfig
+from edit_grpo_trl.trainer.ghost import alignment_cosines, mask_features
+from edit_grpo_trl.trainer.layer_features import (
+    capture_module_features,
+    output_gradients,
+    resolve_alignment_module,
+)
+from edit_grpo_trl.trainer.pgaa import Role, add_alignment_term, pgaa_advantages
+from edit_grpo_trl.trainer.rewards import resolve_reward_functions
+from edit_grpo_trl.trainer.sampler import CaseGroupedSampler, cases_per_generation_batch
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("prompt", "case_id", "role")
+
+
+class DatasetSchemaError(ValueError):
+    """The training dataset lacks what case-grouped PGAA needs."""
+
+
+def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None:
+    """Check columns and roles of an AGT dataset, naming the first bad row."""
+    if isinstance(dataset, IterableDataset):
+        raise DatasetSchemaError(
+            "EditGRPOTrainer needs a map-style datasets.Dataset: cases are packed whole into generation batches, "
+            "which an IterableDataset cannot be indexed for"
+        )
+    required = (*REQUIRED_COLUMNS, "answers") if require_answers else REQUIRED_COLUMNS
+    missing = [column for column in required if column not in dataset.column_names]
+    if missing:
+        raise DatasetSchemaError(
+            f"the training dataset lacks the column(s) {missing}; it has {dataset.column_names}. Build it with "
+            "edit_grpo_trl.data.agt.build_agt_dataset, which writes prompt, case_id, role and answers."
+        )
+    for index, role in enumerate(dataset["role"]):
+        try:
+            Role.parse(role)
+        except ValueError as error:
+            raise DatasetSchemaError(f"training dataset row {index}: {error}") from None
+    anchors_per_case: dict[Any, int] = {}
+    for case_id, role in zip(dataset["case_id"], dataset["role"], strict=True):
+        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == "anchor")
+    without_anchor = [case_id for case_id, count in anchors_per_case.items() if count != 1]
+    if without_anchor:
+        raise DatasetSchemaError(
+            f"every edit case needs exactly one anchor row; these cases have none or several: {without_anchor[:5]}"
+        )
+
+
+class EditGRPOTrainer(GRPOTrainer):
+    """GRPO refinement of an edited model with AGT rewards and PGAA advantages.
+
+    Args:
+        model: the stage-1 edited model (a path or an instantiated model), as for `GRPOTrainer`.
+        reward_funcs: reward functions; by default those named in ``args.agt_reward_funcs``.
+        args: an :class:`EditGRPOConfig`.
+        train_dataset: an AGT dataset (``build_agt_dataset``): columns ``prompt``, ``case_id``, ``role``,
+            ``answers`` and optionally ``answer_style`` and ``old_answers``; every case with the same
+            number of rows.
+        Every other keyword goes to `GRPOTrainer` (``processing_class``, ``peft_config``, callbacks...).
+    """
+
+    _tag_names = ["trl", "grpo", "edit-grpo"]
+    _name = "EditGRPO"
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: EditGRPOConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset=None,
+        **kwargs,
+    ) -> None:
+        if not isinstance(args, EditGRPOConfig):
+            raise TypeError(
+                "EditGRPOTrainer needs args=EditGRPOConfig(...) (alignment_layer at least), got "
+                f"{type(args).__name__}"
+            )
+        if train_dataset is None:
+            raise DatasetSchemaError("EditGRPOTrainer needs a train_dataset built from edit cases")
+        validate_agt_dataset(train_dataset)
+        # Fail on batch geometry before the model is loaded, not at the first step.
+        cases_per_generation_batch(train_dataset["case_id"], args.generation_batch_size, args.num_generations)
+        if reward_funcs is None:
+            reward_funcs = resolve_reward_functions(args.agt_reward_funcs)
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            **kwargs,
+        )
+        self._alignment_module = None
+        if args.alignment_coef != 0:
+            name, self._alignment_module = resolve_alignment_module(
+                self.model, args.alignment_layer, args.alignment_module
+            )
+            logger.info("PGAA alignment gradients at %s", name)
+        self._anchor_rows = {
+            case_id: row
+            for row, (case_id, role) in enumerate(
+                zip(train_dataset["case_id"], train_dataset["role"], strict=True)
+            )
+            if role == "anchor"
+        }
+        self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
+        self._gathered_rewards_per_func: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ sampling
+    def _get_train_sampler(self, dataset: Dataset | None = None) -> CaseGroupedSampler:
+        dataset = self.train_dataset if dataset is None else dataset
+        case_ids = dataset["case_id"]
+        return CaseGroupedSampler(
+            case_ids,
+            num_generations=self.num_generations,
+            cases_per_batch=cases_per_generation_batch(
+                case_ids, self.args.generation_batch_size, self.num_generations
+            ),
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            shuffle=self.shuffle_dataset,
+            seed=self.args.seed,
+        )
+
+    # ------------------------------------------------------------------ rewards and advantages
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        if not self.model.training:
+            return output  # evaluation batches are not case-grouped: keep TRL's advantages there
+        device = self.accelerator.device
+        rewards_per_func = self._gathered_rewards_per_func
+        case_ids = gather_object([row["case_id"] for row in inputs])
+        role_names = gather_object([row["role"] for row in inputs])
+        case_codes = {case_id: code for code, case_id in enumerate(dict.fromkeys(case_ids))}
+        case_index = torch.tensor([case_codes[c] for c in case_ids], dtype=torch.long, device=device)
+        roles = torch.tensor([Role.parse(r) for r in role_names], dtype=torch.long, device=device)
+
+        weights = self.reward_weights.to(device).unsqueeze(0)
+        rewards = (rewards_per_func * weights).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = (
+            torch.nan
+        )  # unscorable: no reward function applied
+        result = pgaa_advantages(
+            rewards,
+            case_index,
+            roles,
+            scale_rewards=self.args.scale_rewards == "group",
+            exclude_anchor_from_baseline=self.args.exclude_anchor_from_baseline,
+        )
+        advantages = result.advantages
+        cosines = None
+        if self.args.alignment_coef != 0:
+            local_cosines = self._local_alignment_cosines(inputs, output, case_codes)
+            cosines = self.accelerator.gather(local_cosines)
+            advantages = add_alignment_term(advantages, cosines, roles, self.args.alignment_coef)
+
+        local = slice(
+            self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs)
+        )
+        output["advantages"] = advantages[local].to(output["advantages"].dtype)
+        self._log_pgaa(rewards, roles, result, advantages, cosines)
+        return output
+
+    # ------------------------------------------------------------------ alignment term
+    def _sequence_features(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs and output gradients of the alignment module for the completion log-likelihood of each row.
+
+        Runs the same log-prob computation as TRL's loss (``_get_per_token_logps_and_entropies``), in chunks
+        of ``per_device_train_batch_size`` rows. Every process runs the same number of chunks, which ZeRO-3
+        needs (its forward gathers parameters collectively).
+        """
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        logits_to_keep = completion_ids.size(1)
+        chunk = self.args.per_device_train_batch_size
+        inputs, grads = [], []
+        with (
+            torch.enable_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
+            for start in range(0, input_ids.size(0), chunk):
+                rows = slice(start, start + chunk)
+                with capture_module_features(self._alignment_module) as captured:
+                    logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, input_ids[rows], attention_mask[rows], logits_to_keep, batch_size=chunk
+                    )
+                total = (logps.float() * completion_mask[rows]).sum()
+                (output_grad,) = output_gradients(total, captured)
+                (layer_input,) = captured.inputs
+                inputs.append(layer_input)
+                grads.append(output_grad)
+        layer_inputs, output_grads = mask_features(torch.cat(inputs), torch.cat(grads), attention_mask)
+        return layer_inputs, output_grads, attention_mask
+
+    def _anchor_target_tokens(self, case_id) -> tuple[list[int], list[int]]:
+        """Prompt ids and new-object ids of a case's anchor, tokenized as generation sees them."""
+        if case_id not in self._target_token_cache:
+            row = self.train_dataset[self._anchor_rows[case_id]]
+            (prompt_ids,), _, _ = self._tokenize_prompts([row["prompt"]])
+            style = row.get("answer_style") or "plain"
+            target_text = rf"\boxed{{{row['answers'][0]}}}" if style == "boxed" else " " + row["answers"][0]
+            target_ids = self._tokenizer(target_text, add_special_tokens=False)["input_ids"]
+            if not target_ids:
+                raise ValueError(
+                    f"case {case_id!r}: the new object {row['answers'][0]!r} tokenizes to nothing"
+                )
+            self._target_token_cache[case_id] = (list(prompt_ids), list(target_ids))
+        return self._target_token_cache[case_id]
+
+    def _padded(self, sequences: Sequence[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.accelerator.device
+        width = max(len(ids) for ids in sequences)
+        ids = torch.full(
+            (len(sequences), width), self._tokenizer.pad_token_id, dtype=torch.long, device=device
+        )
+        mask = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+        for row, sequence in enumerate(sequences):
+            span = slice(width - len(sequence), width) if side == "left" else slice(0, len(sequence))
+            ids[row, span] = torch.tensor(sequence, dtype=torch.long, device=device)
+            mask[row, span] = 1
+        return ids, mask
+
+    def _local_alignment_cosines(self, inputs, output: dict[str, Any], case_codes: dict) -> torch.Tensor:
+        """cos(g_i, g_c) for this process's rows (0 for anchor and locality rows)."""
+        device = self.accelerator.device
+        local_roles = torch.tensor([Role.parse(row["role"]) for row in inputs], device=device)
+        local_groups = torch.tensor([case_codes[row["case_id"]] for row in inputs], device=device)
+        sample_x, sample_d, sample_mask = self._sequence_features(
+            output["prompt_ids"], output["prompt_mask"], output["completion_ids"], output["completion_mask"]
+        )
+        if self.args.anchor_direction == "target":
+            # Every process computes the directions of every case in the gathered batch: the same shapes
+            # everywhere keeps ZeRO-3's collective forward in step, and the sequences are few and short.
+            cases = list(case_codes)
+            prompts, targets = zip(*(self._anchor_target_tokens(case_id) for case_id in cases), strict=True)
+            prompt_ids, prompt_mask = self._padded(prompts, side="left")
+            target_ids, target_mask = self._padded(targets, side="right")
+            anchor_x, anchor_d, _ = self._sequence_features(prompt_ids, prompt_mask, target_ids, target_mask)
+            anchor_groups = torch.tensor([case_codes[c] for c in cases], device=device)
+        else:
+            anchor_x, anchor_d, anchor_groups = self._gathered_anchor_sample_features(
+                sample_x, sample_d, sample_mask, local_roles, local_groups
+            )
+        generalization = local_roles == Role.GENERALIZATION
+        cosines = torch.zeros(len(inputs), dtype=torch.float32, device=device)
+        cosines[generalization] = alignment_cosines(
+            sample_x[generalization],
+            sample_d[generalization],
+            local_groups[generalization],
+            anchor_x,
+            anchor_d,
+            anchor_groups,
+        ).float()
+        return cosines
+
+    def _gathered_anchor_sample_features(self, sample_x, sample_d, sample_mask, local_roles, local_groups):
+        """Features of the anchor completions of every process (a case's anchors may sit on another rank)."""
+        mine = []
+        for row in (local_roles == Role.ANCHOR).nonzero().flatten().tolist():
+            keep = sample_mask[row].bool()  # drop padded positions before sending
+            mine.append((int(local_groups[row]), sample_x[row][keep].cpu(), sample_d[row][keep].cpu()))
+        everything = gather_object(mine)
+        device = self.accelerator.device
+        if not everything:
+            empty = sample_x.new_zeros((0, 1, sample_x.size(-1)))
+            return (
+                empty,
+                sample_d.new_zeros((0, 1, sample_d.size(-1))),
+                torch.zeros(0, dtype=torch.long, device=device),
+            )
+        width = max(x.size(0) for _, x, _ in everything)
+        anchor_x = sample_x.new_zeros((len(everything), width, sample_x.size(-1)))
+        anchor_d = sample_d.new_zeros((len(everything), width, sample_d.size(-1)))
+        for row, (_, x, d) in enumerate(everything):
+            anchor_x[row, : x.size(0)] = x.to(device)
+            anchor_d[row, : d.size(0)] = d.to(device)
+        groups = torch.tensor([group for group, _, _ in everything], dtype=torch.long, device=device)
+        return anchor_x, anchor_d, groups
+
+    # ------------------------------------------------------------------ logging
+    def _log_pgaa(self, rewards, roles, result, advantages, cosines) -> None:
+        metrics = self._metrics["train"]
+        for role in Role:
+            selected = rewards[(roles == role) & ~torch.isnan(rewards)]
+            if selected.numel():
+                metrics[f"pgaa/reward/{role.name.lower()}/mean"].append(selected.mean().item())
+        if result.has_generalization.any():
+            zero_std = result.zero_std_generalization[result.has_generalization].float().mean().item()
+            metrics["pgaa/frac_cases_zero_std_generalization"].append(zero_std)
+        # TRL logged these from its positional groups; replace them with the groups PGAA actually used.
+        if metrics.get("frac_reward_zero_std"):
+            metrics["frac_reward_zero_std"][-1] = result.degenerate_group.float().mean().item()
+        metrics["pgaa/advantage/abs_mean"].append(advantages.abs().mean().item())
+        if cosines is not None:
+            generalization = cosines[roles == Role.GENERALIZATION].float()
+            if generalization.numel():
+                metrics["pgaa/alignment_cos/mean"].append(generalization.mean().item())
+                std = generalization.std().item() if generalization.numel() > 1 else 0.0
+                metrics["pgaa/alignment_cos/std"].append(std if math.isfinite(std) else 0.0)
+        self._logs["advantages"].clear()
+        self._logs["advantages"].extend(advantages.tolist())

@@ -1,0 +1,77 @@
+import pytest
+
+from edit_grpo_trl.trainer.rewards import (
+    REWARD_FUNCTIONS,
+    anchor_accuracy,
+    boxed_format,
+    generalization_accuracy,
+    locality_preservation,
+    old_object_penalty,
+    resolve_reward_functions,
+)
+
+ROLES = ["anchor", "generalization", "locality"]
+
+
+def test_accuracy_rewards_score_only_their_role():
+    completions = [" Paris. Then more", " paris", " Rome\nnext"]
+    answers = [["Paris"], ["Paris", "City of Light"], ["Rome"]]
+    assert anchor_accuracy(completions, ROLES, answers) == [1.0, None, None]
+    assert generalization_accuracy(completions, ROLES, answers) == [None, 1.0, None]
+    assert locality_preservation(completions, ROLES, answers) == [None, None, 1.0]
+
+
+def test_accuracy_needs_the_whole_answer_not_a_prefix():
+    assert anchor_accuracy([" Paris Hilton"], ["anchor"], [["Paris"]]) == [0.0]
+    assert anchor_accuracy([" The Paris!"], ["anchor"], [["paris"]]) == [1.0]  # article and punctuation
+
+
+def test_aliases_are_accepted():
+    assert generalization_accuracy([" City of Light."], ["generalization"], [["Paris", "City of Light"]]) == [
+        1.0
+    ]
+
+
+def test_boxed_answers_use_the_last_box_with_nested_braces():
+    completion = r"First \boxed{Rome}, no wait: \boxed{\text{Paris}}"
+    assert anchor_accuracy([completion], ["anchor"], [["text Paris"]], answer_style=["boxed"]) == [1.0]
+    assert anchor_accuracy([r"\boxed{Rome}"], ["anchor"], [["Paris"]], answer_style=["boxed"]) == [0.0]
+    assert anchor_accuracy(["Paris"], ["anchor"], [["Paris"]], answer_style=["boxed"]) == [0.0]  # no box
+
+
+def test_boxed_strings_are_real_backslashes():
+    # The seed wrote "\boxed{" in a plain string: a backspace. Ours must be a backslash.
+    assert "\\boxed{" == r"\boxed{"
+    assert boxed_format([r"The answer is \boxed{Paris}."], answer_style=["boxed"]) == [1.0]
+    assert boxed_format(["The answer is \boxed{Paris}."], answer_style=["boxed"]) == [0.0]  # noqa: W605 backspace
+
+
+def test_boxed_format_wants_exactly_one_final_nonempty_box():
+    completions = [
+        r"\boxed{a{b}c}",
+        r"\boxed{}",
+        r"\boxed{a} \boxed{b}",
+        r"\boxed{a} and more text",
+        r"\boxed{a",
+        "Paris",
+    ]
+    assert boxed_format(completions, answer_style=["boxed"] * 6) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert boxed_format(["Paris"], answer_style=["plain"]) == [None]
+
+
+def test_old_object_penalty():
+    completions = [" Rome", " Paris", " Rome"]
+    old = [["Rome"], ["Rome"], ["Rome"]]
+    assert old_object_penalty(completions, ROLES, old_answers=old) == [-1.0, 0.0, None]
+    assert old_object_penalty([" Rome"], ["anchor"], old_answers=[[]]) == [None]
+
+
+def test_conversational_completions_are_read():
+    completion = [{"role": "assistant", "content": r"It is \boxed{Paris}"}]
+    assert anchor_accuracy([completion], ["anchor"], [["Paris"]], answer_style=["boxed"]) == [1.0]
+
+
+def test_resolve_by_name_and_nearest_suggestion():
+    assert resolve_reward_functions(["anchor_accuracy"]) == [REWARD_FUNCTIONS["anchor_accuracy"]]
+    with pytest.raises(ValueError, match="Did you mean 'anchor_accuracy'"):
+        resolve_reward_functions(["anchor_acuracy"])
