@@ -1,0 +1,368 @@
+"""Training pools: the generalization prompts AGT trains on (TRAIN_GENERALIZATION probes).
+
+Three kinds of source, combinable:
+
+* :class:`FieldPromptSource`: prompts a data file already holds in fields the user names (for example a
+  list of extra paraphrases); the loaders keep unmapped record fields in ``metadata["record_extra"]``.
+* :class:`TemplatePromptSource`: templates with a ``{subject}`` slot, one list for all cases, one list per
+  relation, or any callable ``case -> prompts`` (the knowledge world uses its training templates).
+* :class:`GeneratedParaphraseSource`: paraphrases written at build time by a causal LM through its chat
+  template (greedy or sampled), one paraphrase per output line.
+
+:func:`build_training_pools` runs the sources, then filters every candidate *before* any probe is built:
+normalized duplicates, the anchor itself, every evaluation probe of the case (held-out paraphrases,
+portability and locality prompts), prompts without the subject, and prompts that state the answer are
+refused and counted by reason. Evaluation probes therefore never enter training; :class:`EditCase` checks
+the disjointness once more when the case is rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from edit_grpo_trl.answers import normalize_answer
+from edit_grpo_trl.data.agt import render_chat_prompt
+from edit_grpo_trl.data.cases import EVALUATION_KINDS, EditCase, Probe, ProbeKind
+
+logger = logging.getLogger(__name__)
+
+SUBJECT_SLOT = "{subject}"
+
+# Reasons a candidate training prompt is refused.
+EMPTY = "empty"
+DUPLICATE = "duplicate"
+ANCHOR = "equals the anchor"
+EVALUATION = "equals an evaluation probe"
+NO_SUBJECT = "does not contain the subject"
+STATES_NEW = "states the new object"
+STATES_OLD = "states the old object"
+
+PromptSource = Callable[[Sequence[EditCase]], Mapping[str, Sequence[str]]]
+"""Anything that maps cases to candidate prompts: ``sources(cases) -> {case_id: [prompt, ...]}``."""
+
+
+@dataclass(frozen=True)
+class FieldPromptSource:
+    """Prompts from record fields (string or list of strings), read from ``metadata["record_extra"]``.
+
+    ``missing="error"`` raises when a case lacks every named field; ``"skip"`` gives it no prompts.
+    """
+
+    fields: tuple[str, ...]
+    missing: Literal["error", "skip"] = "error"
+    name: str = "fields"
+
+    def __call__(self, cases: Sequence[EditCase]) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        for case in cases:
+            extra = case.metadata.get("record_extra", {})
+            present = [name for name in self.fields if name in extra]
+            if not present and self.missing == "error":
+                raise ValueError(
+                    f"edit case {case.case_id!r} (record {case.metadata.get('index')} of "
+                    f"{case.metadata.get('file', case.source)}) has none of the fields {list(self.fields)}; "
+                    f"its unmapped fields are {sorted(extra)}"
+                )
+            prompts: list[str] = []
+            for name in present:
+                value = extra[name]
+                items = [value] if isinstance(value, str) else value
+                if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+                    raise ValueError(
+                        f"edit case {case.case_id!r}: field {name!r} must hold a string or a list of strings, "
+                        f"got {value!r:.80}"
+                    )
+                prompts.extend(items)
+            result[case.case_id] = prompts
+        return result
+
+
+@dataclass(frozen=True)
+class TemplatePromptSource:
+    """Prompts from templates with a ``{subject}`` slot.
+
+    ``templates`` is one list for every case, a mapping ``relation -> list`` (cases whose relation has no
+    entry get none), or a callable ``case -> prompts`` that returns finished prompts.
+    """
+
+    templates: Sequence[str] | Mapping[str, Sequence[str]] | Callable[[EditCase], Iterable[str]]
+    name: str = "templates"
+
+    def __post_init__(self) -> None:
+        if callable(self.templates):
+            return
+        lists = self.templates.values() if isinstance(self.templates, Mapping) else [self.templates]
+        for templates in lists:
+            if isinstance(templates, str):
+                raise TypeError(f"templates must be a list of strings, got the string {templates!r}")
+            for template in templates:
+                if SUBJECT_SLOT not in template:
+                    raise ValueError(f"template {template!r} has no {SUBJECT_SLOT} slot")
+
+    def __call__(self, cases: Sequence[EditCase]) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        for case in cases:
+            if callable(self.templates):
+                result[case.case_id] = list(self.templates(case))
+                continue
+            if isinstance(self.templates, Mapping):
+                templates = self.templates.get(case.relation or "", ())
+            else:
+                templates = self.templates
+            # replace, not str.format: templates may hold other braces.
+            result[case.case_id] = [t.replace(SUBJECT_SLOT, case.subject) for t in templates]
+        return result
+
+
+DEFAULT_PARAPHRASE_INSTRUCTION = (
+    "Rewrite the following text in {n} different ways. Keep its meaning, keep the name "
+    '"{subject}" exactly as written, keep it unfinished in the same place if it is an unfinished '
+    "statement, and do not add the answer. Write one rewrite per line and nothing else.\n\n{prompt}"
+)
+
+
+@dataclass
+class ParaphraseGenerationConfig:
+    """How :class:`GeneratedParaphraseSource` asks the model. ``do_sample=False`` decodes greedily."""
+
+    num_paraphrases: int = 5
+    instruction: str = DEFAULT_PARAPHRASE_INSTRUCTION  # slots: {prompt}, {subject}, {n}
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_paraphrases < 1:
+            raise ValueError(f"num_paraphrases must be >= 1, got {self.num_paraphrases}")
+        if "{prompt}" not in self.instruction:
+            raise ValueError("the paraphrase instruction must contain a {prompt} slot")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens must be >= 1")
+
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.):]|[a-zA-Z][.)])\s+")
+_THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
+
+
+def parse_paraphrase_lines(text: str) -> list[str]:
+    """One paraphrase per line: list markers, quotes and thinking blocks removed; header lines dropped."""
+    text = _THINKING.sub("", text)
+    lines = []
+    for line in text.splitlines():
+        line = _LIST_MARKER.sub("", line).strip()
+        if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+            line = line[1:-1].strip()
+        # "Here are five rewrites:" introduces the list; it is not one of them.
+        if not line or line.endswith(":"):
+            continue
+        lines.append(line)
+    return lines
+
+
+class GeneratedParaphraseSource:
+    """Paraphrases of each case's anchor, generated by ``model`` through ``tokenizer``'s chat template."""
+
+    name = "generated"
+
+    def __init__(self, model, tokenizer, config: ParaphraseGenerationConfig | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or ParaphraseGenerationConfig()
+
+    def request(self, case: EditCase) -> str:
+        """The rendered chat prompt that asks for the case's paraphrases."""
+        content = (
+            self.config.instruction.replace("{prompt}", case.prompt)
+            .replace("{subject}", case.subject)
+            .replace("{n}", str(self.config.num_paraphrases))
+        )
+        messages = [{"role": "user", "content": content}]
+        return render_chat_prompt(self.tokenizer, messages, self.config.chat_template_kwargs)
+
+    def __call__(self, cases: Sequence[EditCase]) -> dict[str, list[str]]:
+        texts = generate_texts(
+            self.model, self.tokenizer, [self.request(case) for case in cases], self.config
+        )
+        return {
+            case.case_id: parse_paraphrase_lines(text)[: self.config.num_paraphrases]
+            for case, text in zip(cases, texts, strict=True)
+        }
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, texts: Sequence[str], config: ParaphraseGenerationConfig) -> list[str]:
+    """Free-form completions (the whole answer, newlines included) of already rendered prompts."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    torch.manual_seed(config.seed)  # sampled paraphrases repeat from run to run
+    was_training = model.training
+    model.eval()
+    outputs: list[str] = []
+    try:
+        for start in tqdm(range(0, len(texts), config.batch_size), desc="paraphrase", disable=len(texts) < 2):
+            batch = [
+                tokenizer(t, add_special_tokens=False)["input_ids"]
+                for t in texts[start : start + config.batch_size]
+            ]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(batch):  # left padding: every row's next token is the last column
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
+            sampling = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=config.max_new_tokens,
+                do_sample=config.do_sample,
+                pad_token_id=pad_id,
+                **sampling,
+            )
+            outputs.extend(
+                tokenizer.decode(row, skip_special_tokens=True) for row in generated[:, width:].tolist()
+            )
+    finally:
+        if was_training:
+            model.train()
+    return outputs
+
+
+def _states(answer_texts: Iterable[str], text: str, subject: str) -> bool:
+    """Whether ``text`` names one of the answers outside the subject (a subject may contain its object)."""
+    outside_subject = re.sub(re.escape(subject), " ", text, flags=re.IGNORECASE)
+    padded = f" {normalize_answer(outside_subject)} "
+    return any(f" {key} " in padded for key in map(normalize_answer, answer_texts) if key)
+
+
+def filter_training_prompts(
+    case: EditCase,
+    candidates: Iterable[str],
+    require_subject: bool = True,
+    reject_answer_leak: bool = True,
+) -> tuple[list[str], Counter]:
+    """Candidates that may train ``case``, in order, and a count of the refused ones by reason.
+
+    Comparison is on normalized text (:func:`normalize_answer`): a candidate that differs from an
+    evaluation prompt only in case or punctuation is the same prompt.
+    """
+    taken = {normalize_answer(p.prompt) for p in case.probes_of(ProbeKind.TRAIN_GENERALIZATION)}
+    evaluation = {normalize_answer(p.prompt) for kind in EVALUATION_KINDS for p in case.probes_of(kind)}
+    anchor = normalize_answer(case.prompt)
+    old = [case.target_true] if case.target_true else []
+    old += list(case.metadata.get("target_true_aliases", ()))
+    kept: list[str] = []
+    refused: Counter = Counter()
+    for candidate in candidates:
+        text = candidate.strip() if isinstance(candidate, str) else ""
+        key = normalize_answer(text)
+        reason = None
+        if not key:
+            reason = EMPTY
+        elif key == anchor:
+            reason = ANCHOR
+        elif key in evaluation:
+            reason = EVALUATION
+        elif key in taken:
+            reason = DUPLICATE
+        elif require_subject and case.subject.lower() not in text.lower():
+            reason = NO_SUBJECT
+        elif reject_answer_leak and _states(case.target_new, text, case.subject):
+            reason = STATES_NEW
+        elif reject_answer_leak and _states(old, text, case.subject):
+            reason = STATES_OLD
+        if reason:
+            refused[reason] += 1
+            continue
+        taken.add(key)
+        kept.append(text)
+    return kept, refused
+
+
+@dataclass
+class PoolReport:
+    """Candidates per source, what the filter refused and why, and cases left without training prompts."""
+
+    candidates: Counter = field(default_factory=Counter)  # source name -> candidates offered
+    kept: Counter = field(default_factory=Counter)  # source name -> prompts kept
+    refused: Counter = field(default_factory=Counter)  # reason -> count
+    cases_without_training: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PoolResult:
+    cases: list[EditCase]
+    report: PoolReport
+
+
+def build_training_pools(
+    cases: Sequence[EditCase],
+    sources: Sequence[PromptSource],
+    max_per_case: int | None = None,
+    require_subject: bool = True,
+    reject_answer_leak: bool = True,
+) -> PoolResult:
+    """Cases with TRAIN_GENERALIZATION probes added from ``sources`` (in order), filtered first.
+
+    Each kept prompt's answers are the case's ``target_new`` (new object and aliases). ``max_per_case``
+    caps the training prompts a case ends with (existing ones count).
+    """
+    if max_per_case is not None and max_per_case < 0:
+        raise ValueError(f"max_per_case must be >= 0 or None, got {max_per_case}")
+    report = PoolReport()
+    offered = [(getattr(source, "name", type(source).__name__), source(cases)) for source in sources]
+    result: list[EditCase] = []
+    for case in cases:
+        current = case
+        for name, by_case in offered:
+            candidates = list(by_case.get(case.case_id, ()))
+            report.candidates[name] += len(candidates)
+            kept, refused = filter_training_prompts(current, candidates, require_subject, reject_answer_leak)
+            report.refused.update(refused)
+            if max_per_case is not None:
+                room = max(0, max_per_case - len(current.probes_of(ProbeKind.TRAIN_GENERALIZATION)))
+                kept = kept[:room]
+            report.kept[name] += len(kept)
+            if kept:
+                new = [Probe(prompt, current.target_new, ProbeKind.TRAIN_GENERALIZATION) for prompt in kept]
+                current = current.with_probes([*current.probes, *new])
+        if not current.probes_of(ProbeKind.TRAIN_GENERALIZATION):
+            report.cases_without_training.append(case.case_id)
+        result.append(current)
+    logger.info(
+        "training pools: kept %s of %s candidates; refused %s; %d of %d case(s) without training prompts",
+        dict(report.kept),
+        dict(report.candidates),
+        dict(report.refused),
+        len(report.cases_without_training),
+        len(cases),
+    )
+    return PoolResult(cases=result, report=report)
+
+
+__all__ = [
+    "DEFAULT_PARAPHRASE_INSTRUCTION",
+    "FieldPromptSource",
+    "GeneratedParaphraseSource",
+    "ParaphraseGenerationConfig",
+    "PoolReport",
+    "PoolResult",
+    "PromptSource",
+    "TemplatePromptSource",
+    "build_training_pools",
+    "filter_training_prompts",
+    "generate_texts",
+    "parse_paraphrase_lines",
+]
