@@ -1,0 +1,258 @@
+"""The AGT dataset builder: rows match the cases, fixed case size, pre-edit locality answers, chat prompts."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from edit_grpo_trl.answers import extract_boxed
+from edit_grpo_trl.data.agt import (
+    AGTDataConfig,
+    build_agt_dataset,
+    build_agt_records,
+    chat_messages,
+    render_chat_prompt,
+)
+from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
+from edit_grpo_trl.data.formats import load_edit_cases
+from edit_grpo_trl.data.pools import FieldPromptSource, TemplatePromptSource, build_training_pools
+from edit_grpo_trl.generation import greedy_generate
+from edit_grpo_trl.trainer.rewards import anchor_accuracy, old_object_penalty
+from edit_grpo_trl.trainer.sampler import cases_per_generation_batch
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TEMPLATES = ["{subject}, in short:", "Regarding {subject}, the answer is", "About {subject}:"]
+
+
+def _cases(name: str = "knowedit/wiki_counterfact/test_cf.json", limit: int | None = None) -> list[EditCase]:
+    """Fixture cases that have locality probes, with a template training pool."""
+    loaded = [case for case in load_edit_cases(FIXTURES / name) if case.probes_of(ProbeKind.LOCALITY)]
+    return build_training_pools(loaded[:limit], [TemplatePromptSource(TEMPLATES)]).cases
+
+
+def _case(n_training: int, n_locality: int, case_id: str = "c") -> EditCase:
+    probes = [
+        Probe(f"Ida Vale paraphrase {i}", ("Rome",), ProbeKind.TRAIN_GENERALIZATION)
+        for i in range(n_training)
+    ]
+    probes += [
+        Probe(f"Other fact {i} is", (f"answer {i}",), ProbeKind.LOCALITY, "neighborhood")
+        for i in range(n_locality)
+    ]
+    probes.append(Probe("Ida Vale's city is", ("Rome",), ProbeKind.EVAL_GENERALIZATION))
+    return EditCase(case_id, "Ida Vale", "Ida Vale lives in", ("Rome", "Roma"), "Paris", tuple(probes))
+
+
+def test_rows_match_the_cases():
+    cases = _cases()
+    config = AGTDataConfig(num_generalization=2, num_locality=2, locality_answers="dataset")
+    dataset = build_agt_dataset(cases, config)
+    assert len(dataset) == len(cases) * config.rows_per_case == len(cases) * 5
+    assert dataset.column_names == ["prompt", "case_id", "role", "answers", "old_answers", "answer_style"]
+    for position, case in enumerate(cases):
+        rows = dataset.select(range(position * 5, position * 5 + 5)).to_list()
+        assert {row["case_id"] for row in rows} == {case.case_id}
+        assert [row["role"] for row in rows] == [
+            "anchor",
+            "generalization",
+            "generalization",
+            "locality",
+            "locality",
+        ]
+        assert rows[0]["prompt"] == case.prompt
+        training = {p.prompt for p in case.probes_of(ProbeKind.TRAIN_GENERALIZATION)}
+        assert {row["prompt"] for row in rows[1:3]} <= training and rows[1]["prompt"] != rows[2]["prompt"]
+        locality = {p.prompt: list(p.answers) for p in case.probes_of(ProbeKind.LOCALITY)}
+        for row in rows[:3]:
+            assert row["answers"] == list(case.target_new)
+        for row in rows[3:]:
+            assert row["answers"] == locality[row["prompt"]]  # ground truth of that very probe
+        assert all(row["old_answers"] == [case.target_true] for row in rows)
+        assert all(row["answer_style"] == "plain" for row in rows)
+
+
+def test_evaluation_probes_never_become_rows():
+    cases = _cases("knowedit/ZsRE/ZsRE-test-all.json")
+    dataset = build_agt_dataset(
+        cases, AGTDataConfig(num_generalization=3, num_locality=1, locality_answers="dataset")
+    )
+    held_out = {
+        p.prompt
+        for case in cases
+        for kind in (ProbeKind.EVAL_GENERALIZATION, ProbeKind.PORTABILITY)
+        for p in case.probes_of(kind)
+    }
+    assert not held_out & set(dataset["prompt"])
+    # Locality prompts are rows only in the locality role.
+    locality = {p.prompt for case in cases for p in case.probes_of(ProbeKind.LOCALITY)}
+    assert all(row["role"] == "locality" for row in dataset if row["prompt"] in locality)
+
+
+def test_fewer_prompts_than_k_cycle_evenly():
+    (case,) = [_case(n_training=2, n_locality=1)]
+    records = build_agt_records(
+        [case], AGTDataConfig(num_generalization=5, num_locality=3, locality_answers="dataset")
+    )
+    rows = records.rows
+    assert len(rows) == 1 + 5 + 3
+    counts = Counter(row["prompt"] for row in rows if row["role"] == "generalization")
+    assert sorted(counts.values()) == [2, 3]
+    assert [row["prompt"] for row in rows if row["role"] == "locality"] == ["Other fact 0 is"] * 3
+    assert records.report.cases_cycling_generalization == 1 and records.report.cases_cycling_locality == 1
+
+
+def test_choice_among_many_prompts_is_seeded():
+    case = _case(n_training=8, n_locality=4)
+
+    def pick(seed: int) -> list[str]:
+        config = AGTDataConfig(3, 2, locality_answers="dataset", seed=seed)
+        return [row["prompt"] for row in build_agt_records([case], config).rows]
+
+    assert pick(0) == pick(0)
+    assert len(set(pick(0)[1:4])) == 3
+    assert any(pick(0) != pick(seed) for seed in range(1, 6))
+
+
+def test_every_case_has_the_same_size_and_the_sampler_accepts_it():
+    cases = [_case(n, m, f"c{n}{m}") for n, m in ((1, 1), (4, 2), (7, 5))]
+    config = AGTDataConfig(num_generalization=3, num_locality=2, locality_answers="dataset")
+    dataset = build_agt_dataset(cases, config)
+    assert set(Counter(dataset["case_id"]).values()) == {config.rows_per_case}
+    assert cases_per_generation_batch(dataset["case_id"], generation_batch_size=6 * 4, num_generations=4) == 1
+
+
+def test_case_without_training_prompts_errors_or_is_skipped(caplog):
+    cases = [_case(2, 1, "good"), _case(0, 1, "bare"), _case(2, 0, "lonely")]
+    with pytest.raises(ValueError, match="'bare' has no training generalization prompts"):
+        build_agt_records(cases, AGTDataConfig(2, 1, locality_answers="dataset"))
+    records = build_agt_records(cases, AGTDataConfig(2, 1, locality_answers="dataset", on_missing="skip"))
+    assert set(records.report.skipped) == {"bare", "lonely"}
+    assert {row["case_id"] for row in records.rows} == {"good"}
+    assert "skipped 2 of 3 case(s)" in caplog.text
+    # Without locality rows, a case without locality probes is fine.
+    assert len(build_agt_records(cases[2:], AGTDataConfig(2, 0)).rows) == 3
+
+
+def test_old_answers_carry_aliases_and_are_empty_without_an_old_object():
+    zsre = _cases("knowedit/ZsRE/ZsRE-test-all.json", limit=2)
+    recent = _cases("knowedit/wiki_recent/recent_test.json", limit=1)
+    dataset = build_agt_dataset(zsre + recent, AGTDataConfig(1, 0))
+    by_case = {row["case_id"]: row["old_answers"] for row in dataset}
+    assert by_case["ZsRE-test-all-1"] == ["Irish", "Irish Gaelic"]
+    assert by_case["recent_test-0"] == []
+    assert dataset.features["old_answers"].feature.dtype == "string"
+
+
+def test_locality_answers_are_the_pre_edit_models_greedy_outputs(tiny_lm):
+    cases = _cases()
+    config = AGTDataConfig(
+        num_generalization=1, num_locality=2, locality_answers="model", locality_max_new_tokens=6
+    )
+    records = build_agt_records(cases, config, tokenizer=tiny_lm.tokenizer, model=tiny_lm.model)
+    rows = [row for row in records.rows if row["role"] == "locality"]
+    prompts = [row["prompt"] for row in rows]
+    greedy = greedy_generate(tiny_lm.model, tiny_lm.tokenizer, prompts, max_new_tokens=6)
+    dataset_answers = {
+        p.prompt: list(p.answers) for case in cases for p in case.probes_of(ProbeKind.LOCALITY)
+    }
+    fallbacks = 0
+    for row, completion in zip(rows, greedy, strict=True):
+        if completion:
+            assert row["answers"] == [completion]
+        else:
+            assert row["answers"] == dataset_answers[row["prompt"]]
+            fallbacks += 1
+    assert records.report.locality_fallbacks == fallbacks
+    assert sum(bool(c) for c in greedy) > 0  # the comparison above was not all fallbacks
+    with pytest.raises(ValueError, match="PRE-EDIT"):
+        build_agt_records(cases, config)
+
+
+def test_chat_prompts_ask_for_a_box_and_render_through_the_chat_template(tiny_lm):
+    cases = _cases(limit=2)
+    config = AGTDataConfig(
+        num_generalization=2, num_locality=1, prompt_style="chat", locality_answers="dataset"
+    )
+    dataset = build_agt_dataset(cases, config)
+    assert set(dataset["answer_style"]) == {"boxed"}
+    first = dataset[0]["prompt"]
+    assert first == chat_messages(cases[0].prompt)
+    assert len(first) == 1 and first[0]["role"] == "user"
+    assert cases[0].prompt in first[0]["content"] and r"\boxed{}" in first[0]["content"]
+    rendered = render_chat_prompt(tiny_lm.tokenizer, first)
+    assert rendered == f"<|im_start|>user\n{first[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+    assert rendered == tiny_lm.tokenizer.apply_chat_template(
+        first, tokenize=False, add_generation_prompt=True
+    )
+    custom = AGTDataConfig(1, 0, prompt_style="chat", chat_instruction="Q: {prompt} -> \\boxed{}")
+    assert (
+        build_agt_dataset(cases, custom)[0]["prompt"][0]["content"] == f"Q: {cases[0].prompt} -> \\boxed{{}}"
+    )
+
+
+def test_chat_locality_answers_are_read_from_the_pre_edit_models_box(tiny_lm):
+    model = copy.deepcopy(tiny_lm.model)
+    boxed_id = tiny_lm.tokenizer.convert_tokens_to_ids(r"\boxed{female}")
+    model.generation_config.sequence_bias = {(boxed_id,): 100.0}  # this model always answers in a box
+    cases = _cases(limit=3)
+    config = AGTDataConfig(1, 1, prompt_style="chat", locality_answers="model", locality_max_new_tokens=4)
+    records = build_agt_records(cases, config, tokenizer=tiny_lm.tokenizer, model=model)
+    rows = [row for row in records.rows if row["role"] == "locality"]
+    rendered = [render_chat_prompt(tiny_lm.tokenizer, row["prompt"]) for row in rows]
+    completions = greedy_generate(
+        model, tiny_lm.tokenizer, rendered, max_new_tokens=4, stop_at_sentence_end=False
+    )
+    assert [row["answers"] for row in rows] == [[extract_boxed(c)] for c in completions] == [["female"]] * 3
+    assert records.report.locality_fallbacks == 0
+    # The unbiased random model never boxes its answer: every row falls back to the dataset, counted.
+    plain_model = build_agt_records(cases, config, tokenizer=tiny_lm.tokenizer, model=tiny_lm.model)
+    assert plain_model.report.locality_fallbacks == 3
+
+
+def test_chat_style_needs_a_chat_template(tiny_lm):
+    tokenizer = copy.deepcopy(tiny_lm.tokenizer)
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="chat template"):
+        render_chat_prompt(tokenizer, chat_messages("x"))
+
+
+def test_rows_feed_the_reward_functions():
+    cases = _cases(limit=1)
+    rows = build_agt_records(cases, AGTDataConfig(1, 1, locality_answers="dataset")).rows
+    columns = {key: [row[key] for row in rows] for key in ("role", "answers", "old_answers", "answer_style")}
+    completions = [f" {cases[0].new_object}.", f" {cases[0].target_true}.", " whatever."]
+    assert anchor_accuracy(completions=completions, **columns) == [1.0, None, None]
+    assert old_object_penalty(completions=completions, **columns)[:2] == [0.0, -1.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_generalization": -1},
+        {"num_locality": -2},
+        {"prompt_style": "xml"},
+        {"locality_answers": "oracle"},
+        {"on_missing": "ignore"},
+        {"chat_instruction": "no slot"},
+        {"locality_max_new_tokens": 0},
+    ],
+)
+def test_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        AGTDataConfig(**kwargs)
+
+
+def test_duplicate_case_ids_are_refused():
+    with pytest.raises(ValueError, match="appears twice"):
+        build_agt_records([_case(1, 1), _case(1, 1)], AGTDataConfig(1, 1, locality_answers="dataset"))
+
+
+def test_field_pool_to_dataset_end_to_end():
+    cases = build_training_pools(
+        load_edit_cases(FIXTURES / "easyedit_flat.json"), [FieldPromptSource(("paraphrases",))]
+    ).cases
+    dataset = build_agt_dataset(cases, AGTDataConfig(2, 1, locality_answers="dataset", on_missing="skip"))
+    assert len(dataset) % 4 == 0 and set(Counter(dataset["case_id"]).values()) == {4}
