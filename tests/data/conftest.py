@@ -87,8 +87,3 @@ def tiny_lm() -> SimpleNamespace:
     torch.set_num_threads(2)
     tokenizer = build_tiny_tokenizer()
     return SimpleNamespace(model=build_tiny_lm(tokenizer), tokenizer=tokenizer)
-
-
-@pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    return FIXTURES
