@@ -120,6 +120,14 @@ def test_parity_with_trl_advantages(tmp_path, tokenizer):
     torch.testing.assert_close(outputs[0]["advantages"], outputs[1]["advantages"], rtol=0, atol=1e-6)
 
 
+def brute_force_gradient(model, weight, prompt, completion):
+    """d log p(completion | prompt) / d weight, one unpadded sequence at a time."""
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).sum()
+    return torch.autograd.grad(logp, weight)[0].flatten()
+
+
 def test_sequence_features_match_brute_force_gradients(tmp_path, tokenizer, agt_dataset):
     """The trainer's own feature pass (TRL's log-prob path, chunked) against per-sample autograd."""
     from edit_grpo_trl.trainer.ghost import ghost_inner_products
@@ -135,14 +143,48 @@ def test_sequence_features_match_brute_force_gradients(tmp_path, tokenizer, agt_
     x, d, _ = trainer._sequence_features(prompt_ids, prompt_mask, completion_ids, completion_mask)
     gram = ghost_inner_products(x, d, x, d)
     weight = trainer._alignment_module.weight
-    grads = []
-    for prompt, completion in (([5, 6, 7], [10, 11]), ([8, 9], [12, 13, 14])):
-        ids = torch.tensor([prompt + completion])
-        logits = trainer.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
-        logp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).sum()
-        grads.append(torch.autograd.grad(logp, weight)[0].flatten())
-    brute = torch.stack(grads) @ torch.stack(grads).T
+    grads = torch.stack(
+        [
+            brute_force_gradient(trainer.model, weight, [5, 6, 7], [10, 11]),
+            brute_force_gradient(trainer.model, weight, [8, 9], [12, 13, 14]),
+        ]
+    )
+    brute = grads @ grads.T
     assert ((gram - brute).abs().max() / brute.abs().max()) < 1e-5
+
+
+def test_target_direction_cosines_match_brute_force(tmp_path, tokenizer, agt_dataset):
+    """cos(g_i, g_c) for a generation batch, with g_c = d log p(" " + new object | anchor prompt)."""
+    trainer = EditGRPOTrainer(
+        make_model(seed=3),
+        args=config(tmp_path, per_device_train_batch_size=4, steps_per_generation=4),
+        train_dataset=agt_dataset,
+        processing_class=tokenizer,
+    )
+    rows = [dict(agt_dataset[i]) for i in range(8)]  # cases 0 and 1, whole
+    completions = [[10 + (i % 5)] * (1 + i % 3) for i in range(8)]  # ragged: padding on both sides
+    prompt_lists = [tokenizer(row["prompt"])["input_ids"] for row in rows]
+    prompt_ids, prompt_mask = trainer._padded(prompt_lists, "left")
+    completion_ids, completion_mask = trainer._padded(completions, "right")
+    output = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+    }
+    cosines = trainer._local_alignment_cosines(rows, output, {"case-0": 0, "case-1": 1})
+    assert cosines.abs().max() > 1e-3  # a real signal, not a comparison of zeros
+    weight = trainer._alignment_module.weight
+    for i, row in enumerate(rows):
+        if row["role"] != "generalization":
+            assert cosines[i] == 0
+            continue
+        anchor = next(r for r in rows if r["case_id"] == row["case_id"] and r["role"] == "anchor")
+        target = tokenizer(" " + anchor["answers"][0], add_special_tokens=False)["input_ids"]
+        g_c = brute_force_gradient(trainer.model, weight, tokenizer(anchor["prompt"])["input_ids"], target)
+        g_i = brute_force_gradient(trainer.model, weight, prompt_lists[i], completions[i])
+        expected = torch.nn.functional.cosine_similarity(g_i, g_c, dim=0)
+        assert abs(cosines[i].item() - expected.item()) < 1e-5 * max(1.0, abs(expected.item()))
 
 
 @pytest.mark.parametrize("anchor_direction", ["target", "anchor_samples"])

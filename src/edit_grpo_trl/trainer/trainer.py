@@ -201,24 +201,28 @@ class EditGRPOTrainer(GRPOTrainer):
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         completion_ids: torch.Tensor,
-        completion_mask,
+        completion_mask: torch.Tensor,
+        num_chunks: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs and output gradients of the alignment module for the completion log-likelihood of each row.
 
-        Runs the same log-prob computation as TRL's loss (``_get_per_token_logps_and_entropies``), in chunks
-        of ``per_device_train_batch_size`` rows. Every process runs the same number of chunks, which ZeRO-3
-        needs (its forward gathers parameters collectively).
+        Runs the same log-prob computation as TRL's loss (``_get_per_token_logps_and_entropies``), in
+        ``num_chunks`` near-equal chunks (default: chunks of ``per_device_train_batch_size`` rows). Every
+        process must run the same number of chunks: ZeRO-3's forward gathers parameters collectively.
         """
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
         logits_to_keep = completion_ids.size(1)
-        chunk = self.args.per_device_train_batch_size
+        rows_total = input_ids.size(0)
+        if num_chunks is None:
+            num_chunks = math.ceil(rows_total / self.args.per_device_train_batch_size)
+        chunk = math.ceil(rows_total / max(1, num_chunks))
         inputs, grads = [], []
         with (
             torch.enable_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
         ):
-            for start in range(0, input_ids.size(0), chunk):
+            for start in range(0, rows_total, chunk):
                 rows = slice(start, start + chunk)
                 with capture_module_features(self._alignment_module) as captured:
                     logps, _, _ = self._get_per_token_logps_and_entropies(
@@ -265,21 +269,32 @@ class EditGRPOTrainer(GRPOTrainer):
         device = self.accelerator.device
         local_roles = torch.tensor([Role.parse(row["role"]) for row in inputs], device=device)
         local_groups = torch.tensor([case_codes[row["case_id"]] for row in inputs], device=device)
-        sample_x, sample_d, sample_mask = self._sequence_features(
-            output["prompt_ids"], output["prompt_mask"], output["completion_ids"], output["completion_mask"]
-        )
+        prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        num_samples = prompt_ids.size(0)
+        num_chunks = math.ceil(num_samples / self.args.per_device_train_batch_size)
         if self.args.anchor_direction == "target":
-            # Every process computes the directions of every case in the gathered batch: the same shapes
-            # everywhere keeps ZeRO-3's collective forward in step, and the sequences are few and short.
+            # The teacher-forced anchor sequences ride in the same feature pass as the samples (one forward
+            # and backward instead of two). Every process computes the directions of every case in the
+            # gathered batch: equal shapes everywhere keep ZeRO-3's collective forward in step.
             cases = list(case_codes)
             prompts, targets = zip(*(self._anchor_target_tokens(case_id) for case_id in cases), strict=True)
-            prompt_ids, prompt_mask = self._padded(prompts, side="left")
-            target_ids, target_mask = self._padded(targets, side="right")
-            anchor_x, anchor_d, _ = self._sequence_features(prompt_ids, prompt_mask, target_ids, target_mask)
+            prompt_ids, prompt_mask = self._stack_padded(
+                prompt_ids, prompt_mask, *self._padded(prompts, "left"), "left"
+            )
+            completion_ids, completion_mask = self._stack_padded(
+                completion_ids, completion_mask, *self._padded(targets, "right"), "right"
+            )
             anchor_groups = torch.tensor([case_codes[c] for c in cases], device=device)
+        features_x, features_d, features_mask = self._sequence_features(
+            prompt_ids, prompt_mask, completion_ids, completion_mask, num_chunks=num_chunks
+        )
+        sample_x, sample_d = features_x[:num_samples], features_d[:num_samples]
+        if self.args.anchor_direction == "target":
+            anchor_x, anchor_d = features_x[num_samples:], features_d[num_samples:]
         else:
             anchor_x, anchor_d, anchor_groups = self._gathered_anchor_sample_features(
-                sample_x, sample_d, sample_mask, local_roles, local_groups
+                sample_x, sample_d, features_mask[:num_samples], local_roles, local_groups
             )
         generalization = local_roles == Role.GENERALIZATION
         cosines = torch.zeros(len(inputs), dtype=torch.float32, device=device)
@@ -292,6 +307,21 @@ class EditGRPOTrainer(GRPOTrainer):
             anchor_groups,
         ).float()
         return cosines
+
+    def _stack_padded(self, ids_a, mask_a, ids_b, mask_b, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of two padded batches in one, re-padded on ``side`` to the wider of the two."""
+        width = max(ids_a.size(1), ids_b.size(1))
+
+        def widen(ids, mask):
+            extra = width - ids.size(1)
+            pad_ids = ids.new_full((ids.size(0), extra), self._tokenizer.pad_token_id)
+            pad_mask = mask.new_zeros((mask.size(0), extra))
+            if side == "left":
+                return torch.cat([pad_ids, ids], dim=1), torch.cat([pad_mask, mask], dim=1)
+            return torch.cat([ids, pad_ids], dim=1), torch.cat([mask, pad_mask], dim=1)
+
+        (ids_a, mask_a), (ids_b, mask_b) = widen(ids_a, mask_a), widen(ids_b, mask_b)
+        return torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b])
 
     def _gathered_anchor_sample_features(self, sample_x, sample_d, sample_mask, local_roles, local_groups):
         """Features of the anchor completions of every process (a case's anchors may sit on another rank)."""
