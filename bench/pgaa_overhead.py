@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--completion-length", type=int, default=32)
     parser.add_argument("--cases", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="repeat the sequence of conditions")
     parser.add_argument("--out", default="pgaa_overhead.json")
     options = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -122,17 +123,33 @@ def main() -> None:
         f"completions of {options.completion_length} tokens, G={options.num_generations}",
         flush=True,
     )
-    results = [
-        run_condition(name, options, dataset, tokenizer)
-        for name in ("trl_grpo", "edit_grpo_coef0.2", "edit_grpo_coef0.0")
-    ]
+    names = ("trl_grpo", "edit_grpo_coef0.2", "edit_grpo_coef0.0")
+    runs = [run_condition(name, options, dataset, tokenizer) for _ in range(options.rounds) for name in names]
+    results = []
+    for name in names:
+        mine = [run for run in runs if run["condition"] == name]
+        steps = [t for run in mine for t in run["steps_s"]]
+        peaks = [run["peak_gib"] for run in mine if run["peak_gib"] is not None]
+        results.append(
+            {
+                "condition": name,
+                "median_s": statistics.median(steps),
+                "round_medians_s": [run["median_s"] for run in mine],
+                "steps_s": steps,
+                "peak_gib": max(peaks) if peaks else None,
+            }
+        )
     base = results[0]["median_s"]
-    print(f"{'condition':<20}{'median step (s)':>16}{'ratio to TRL':>14}{'peak GiB':>10}")
+    print(
+        f"{'condition':<20}{'median step (s)':>16}{'ratio to TRL':>14}{'round medians (s)':>24}{'peak GiB':>10}"
+    )
     for result in results:
         result["ratio_to_trl"] = result["median_s"] / base
         peak = f"{result['peak_gib']:.2f}" if result["peak_gib"] is not None else "-"
+        rounds = " ".join(f"{m:.3f}" for m in result["round_medians_s"])
         print(
-            f"{result['condition']:<20}{result['median_s']:>16.4f}{result['ratio_to_trl']:>14.3f}{peak:>10}"
+            f"{result['condition']:<20}{result['median_s']:>16.4f}{result['ratio_to_trl']:>14.3f}{rounds:>24}"
+            f"{peak:>10}"
         )
     Path(options.out).write_text(
         json.dumps(
