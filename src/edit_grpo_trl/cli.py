@@ -1,0 +1,130 @@
+"""`edit-grpo`: the command line. Every subcommand reads a recipe (YAML defaults) plus overrides.
+
+    edit-grpo pipeline --config recipes/world-tiny/rome.yaml          # edit -> refine -> evaluate
+    edit-grpo pipeline --config recipes/qwen3-8b/rome.yaml --training.learning_rate 5e-6
+    edit-grpo data-summary knowedit:zsre                               # what a data source holds
+    edit-grpo world --size tiny                                        # pretrain (or find) a knowledge world
+
+Under accelerate: ``accelerate launch --config_file accelerate_configs/zero3.yaml -m edit_grpo_trl.cli
+pipeline --config <recipe>.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from edit_grpo_trl.recipe import RecipeError, load_recipe
+
+STAGES = (
+    "cases",
+    "pre_edit_eval",
+    "edit",
+    "post_edit_eval",
+    "agt_data",
+    "train",
+    "post_refinement_eval",
+    "report",
+)
+
+
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="recipe YAML (recipes/<model>/<editor>.yaml); defaults when omitted")
+    parser.add_argument("--output-dir", help="run folder (overrides the recipe's output_dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edit-grpo",
+        description="Edit-GRPO on TRL: stage-1 knowledge editing, AGT/PGAA refinement, KnowEdit-style evaluation.",
+        epilog="Recipe overrides: any --<section>.<key> <value>, e.g. --training.learning_rate 1e-5 "
+        "--editor.name memit --data.num_cases 20.",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pipeline = commands.add_parser(
+        "pipeline",
+        help="run every stage: cases, eval, edit, eval, AGT data, Edit-GRPO, eval, report (resumable)",
+        description="Run the whole pipeline from one recipe. Finished stages are skipped on a rerun.",
+    )
+    _add_recipe_arguments(pipeline)
+    pipeline.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        choices=STAGES,
+        metavar="STAGE",
+        help=f"redo STAGE even if its outputs exist (repeatable): {', '.join(STAGES)}",
+    )
+
+    summary = commands.add_parser(
+        "data-summary", help="count the cases, probes and answer shapes of a data source"
+    )
+    summary.add_argument("source", help="a file or folder, knowedit:<split>, world:<size>[:<seed>], ...")
+    summary.add_argument("--format", default="auto")
+    summary.add_argument("--split", default=None)
+    summary.add_argument("--limit", type=int, default=None)
+    summary.add_argument(
+        "--skip-invalid", action="store_true", help="skip (and count) records that break the schema"
+    )
+
+    world = commands.add_parser("world", help="generate and pretrain a knowledge world (cached)")
+    world.add_argument("--size", default="tiny")
+    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--device", default=None)
+    return parser
+
+
+def _run_data_summary(options) -> int:
+    from edit_grpo_trl.data.formats import load_edit_cases
+    from edit_grpo_trl.data.summary import format_summary, summarize_cases
+
+    cases = load_edit_cases(
+        options.source,
+        format=options.format,
+        split=options.split,
+        limit=options.limit,
+        skip_invalid=options.skip_invalid,
+    )
+    print(format_summary(summarize_cases(cases)))
+    return 0
+
+
+def _run_world(options) -> int:
+    from edit_grpo_trl.data.world import ensure_world_model
+
+    print(ensure_world_model(options.size, seed=options.seed, device=options.device))
+    return 0
+
+
+def _run_pipeline(options, overrides: list[str]) -> int:
+    from edit_grpo_trl.pipeline import run_pipeline
+
+    recipe = load_recipe(options.config, overrides)
+    if options.output_dir:
+        recipe.output_dir = options.output_dir
+    run_pipeline(recipe, force=set(options.force))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    options, extra = parser.parse_known_args(argv)
+    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if extra and options.command != "pipeline":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if options.command == "data-summary":
+            return _run_data_summary(options)
+        if options.command == "world":
+            return _run_world(options)
+        return _run_pipeline(options, extra)
+    except (RecipeError, FileNotFoundError, ValueError) as error:
+        print(f"edit-grpo: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

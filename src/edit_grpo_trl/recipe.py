@@ -1,0 +1,243 @@
+"""Recipes: one YAML file per model and editor, mapped onto typed settings dataclasses.
+
+A recipe has the sections ``model``, ``data``, ``editor``, ``training`` (the fields of
+:class:`~edit_grpo_trl.trainer.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
+``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
+them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
+the key, where it was found, and the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is malformed."""
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string; recipes mean a number."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+@dataclass
+class ModelSettings:
+    """The starting model: a Hub id, a local folder, or ``world:<size>[:<seed>]`` for the knowledge world."""
+
+    name_or_path: str = "world:tiny"
+    dtype: str = "float32"
+    attn_implementation: str | None = None
+    device: str | None = None  # None: CUDA when available, else CPU
+
+
+@dataclass
+class DataSettings:
+    """Where edit cases come from and how they become the AGT dataset."""
+
+    source: str = "world:tiny"  # a path, "knowedit:<split>", "world:<size>[:<seed>]", ...
+    format: str = "auto"
+    split: str | None = None
+    num_cases: int | None = None
+    case_seed: int = 0
+    skip_invalid: bool = False
+    num_generalization: int = 3
+    num_locality: int = 1
+    prompt_style: str = "plain"  # plain | chat
+    locality_answers: str = "model"  # model | dataset
+
+
+@dataclass
+class EditorSettings:
+    """Stage 1. ``name``: rome, memit, ft, alphaedit, none (refine the model as it is), or external (a
+    checkpoint another tool edited, given in ``checkpoint``)."""
+
+    name: str = "rome"
+    hparams: str | None = None  # a hparams YAML path or a packaged name; None: the model's default
+    overrides: dict[str, Any] = field(default_factory=dict)
+    mode: str = "sequential"  # sequential | batch
+    checkpoint: str | None = None
+
+
+@dataclass
+class EvaluationSettings:
+    """KnowEdit-style evaluation before and after each stage."""
+
+    batch_size: int = 32
+    max_new_tokens: int = 50
+    teacher_forced: bool = True
+    generation: bool = True
+    fluency: bool = True
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA refinement instead of full fine-tuning: one switch, ``enabled: true``."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
+    )
+
+
+@dataclass
+class WandbSettings:
+    """Weights & Biases: off unless ``project`` is set. One W&B run per pipeline; the stage is in its config."""
+
+    project: str | None = None
+    entity: str | None = None
+    run_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineRecipe:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    editor: EditorSettings = field(default_factory=EditorSettings)
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+    output_dir: str = "runs/default"
+    source: str | None = None  # the file the recipe came from
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+
+SECTIONS = {
+    "model": ModelSettings,
+    "data": DataSettings,
+    "editor": EditorSettings,
+    "evaluation": EvaluationSettings,
+    "lora": LoraSettings,
+    "wandb": WandbSettings,
+}
+TOP_LEVEL = (*SECTIONS, "training", "output_dir")
+
+
+def _nearest(key: str, valid) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def training_fields() -> set[str]:
+    from edit_grpo_trl.trainer.config import EditGRPOConfig
+
+    return {f.name for f in dataclasses.fields(EditGRPOConfig) if f.init}
+
+
+def _check_keys(where: str, given, valid) -> None:
+    for key in given:
+        if key not in valid:
+            raise RecipeError(
+                f"{where}: unknown key {key!r}.{_nearest(key, valid)} Valid keys: {', '.join(sorted(valid))}"
+            )
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> PipelineRecipe:
+    """Typed settings from a recipe mapping; unknown keys anywhere are errors."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    _check_keys(source, data, TOP_LEVEL)
+    sections = {}
+    for name, settings_class in SECTIONS.items():
+        values = data.get(name) or {}
+        if not isinstance(values, dict):
+            raise RecipeError(f"{source}: section {name!r} must be a mapping, got {values!r}")
+        _check_keys(
+            f"{source}: section {name!r}", values, {f.name for f in dataclasses.fields(settings_class)}
+        )
+        sections[name] = settings_class(**values)
+    training = data.get("training") or {}
+    if not isinstance(training, dict):
+        raise RecipeError(f"{source}: section 'training' must be a mapping, got {training!r}")
+    _check_keys(
+        f"{source}: section 'training' (EditGRPOConfig)", training, training_fields() - {"output_dir"}
+    )
+    return PipelineRecipe(
+        **sections,
+        training=dict(training),
+        output_dir=str(data.get("output_dir", "runs/default")),
+        source=source,
+    )
+
+
+def parse_overrides(arguments: list[str]) -> dict[str, Any]:
+    """``--section.key value`` / ``--section.key=value`` pairs into a nested mapping (values read as YAML)."""
+    overrides: dict[str, Any] = {}
+    position = 0
+    while position < len(arguments):
+        argument = arguments[position]
+        if not argument.startswith("--"):
+            raise RecipeError(
+                f"unexpected argument {argument!r}: overrides look like --training.learning_rate 1e-5"
+            )
+        key, _, value = argument[2:].partition("=")
+        if not _:
+            if position + 1 >= len(arguments):
+                raise RecipeError(f"override {argument!r} has no value")
+            position += 1
+            value = arguments[position]
+        target = overrides
+        *parents, leaf = key.replace("-", "_").split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = read_yaml(value)
+        position += 1
+    return overrides
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "overrides":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(
+    path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
+) -> PipelineRecipe:
+    """Read a recipe file (or start from the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"no recipe file at {path}")
+        try:
+            data = read_yaml(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise RecipeError(f"{path}: not valid YAML: {error}") from error
+        source = str(path)
+    if overrides:
+        override_map = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        data = _merge(data, override_map)
+        source = f"{source} (with command-line overrides)"
+    return recipe_from_dict(data, source)

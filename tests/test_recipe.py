@@ -1,0 +1,64 @@
+import pytest
+
+from edit_grpo_trl.recipe import RecipeError, load_recipe, parse_overrides
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_maps_onto_typed_sections_and_flags_override(tmp_path):
+    path = write(
+        tmp_path,
+        """
+model: {name_or_path: world:tiny}
+editor: {name: rome, overrides: {layers: [1]}}
+training: {learning_rate: 1e-4, warmup_ratio: 1e-1, alignment_layer: 1, num_generations: 4}
+output_dir: runs/x
+""",
+    )
+    recipe = load_recipe(
+        path, ["--training.learning_rate", "3e-5", "--editor.name=memit", "--data.num_cases", "7"]
+    )
+    assert recipe.editor.name == "memit" and recipe.editor.overrides == {"layers": [1]}
+    assert recipe.training == {
+        "learning_rate": 3e-5,
+        "warmup_ratio": 0.1,
+        "alignment_layer": 1,
+        "num_generations": 4,
+    }
+    assert recipe.data.num_cases == 7 and recipe.output_dir == "runs/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("modle: {}", "unknown key 'modle'. Did you mean 'model'?"),
+        ("editor: {nmae: rome}", "section 'editor': unknown key 'nmae'. Did you mean 'name'?"),
+        ("training: {alignment_coeff: 0.2}", "unknown key 'alignment_coeff'. Did you mean 'alignment_coef'?"),
+        ("data: [1, 2]", "section 'data' must be a mapping"),
+        ("model: {name_or_path: [", "not valid YAML"),
+    ],
+)
+def test_bad_recipes_name_the_key_and_the_nearest_valid_one(tmp_path, text, message):
+    with pytest.raises(
+        RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
+        load_recipe(write(tmp_path, text))
+
+
+def test_missing_recipe_file_is_named(tmp_path):
+    with pytest.raises(RecipeError, match="no recipe file at .*absent.yaml"):
+        load_recipe(tmp_path / "absent.yaml")
+
+
+def test_override_syntax_errors():
+    with pytest.raises(RecipeError, match="has no value"):
+        parse_overrides(["--training.learning_rate"])
+    with pytest.raises(RecipeError, match="unexpected argument"):
+        parse_overrides(["learning_rate=3"])
+    assert parse_overrides(["--lora.enabled", "true", "--lora.target-modules", "[q_proj]"]) == {
+        "lora": {"enabled": True, "target_modules": ["q_proj"]}
+    }
