@@ -15,7 +15,7 @@ def test_yaml_maps_onto_typed_sections_and_flags_override(tmp_path):
         """
 model: {name_or_path: world:tiny}
 editor: {name: rome, overrides: {layers: [1]}}
-training: {learning_rate: 1e-4, warmup_ratio: 1e-1, alignment_layer: 1, num_generations: 4}
+training: {learning_rate: 1e-4, adam_epsilon: 1e-8, alignment_layer: 1, num_generations: 4}
 output_dir: runs/x
 """,
     )
@@ -25,7 +25,7 @@ output_dir: runs/x
     assert recipe.editor.name == "memit" and recipe.editor.overrides == {"layers": [1]}
     assert recipe.training == {
         "learning_rate": 3e-5,
-        "warmup_ratio": 0.1,
+        "adam_epsilon": 1e-8,
         "alignment_layer": 1,
         "num_generations": 4,
     }

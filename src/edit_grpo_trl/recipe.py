@@ -153,9 +153,8 @@ def training_fields() -> set[str]:
 def _check_keys(where: str, given, valid) -> None:
     for key in given:
         if key not in valid:
-            raise RecipeError(
-                f"{where}: unknown key {key!r}.{_nearest(key, valid)} Valid keys: {', '.join(sorted(valid))}"
-            )
+            listing = f" Valid keys: {', '.join(sorted(valid))}" if len(valid) <= 30 else ""
+            raise RecipeError(f"{where}: unknown key {key!r}.{_nearest(key, valid)}{listing}")
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> PipelineRecipe:
