@@ -66,7 +66,7 @@ def main() -> None:
         options.size,
         seed=0,
         dtype=torch.bfloat16,
-        device="cuda" if options.mode == "lora" and on_gpu else "cpu",
+        device="cuda" if on_gpu else "cpu",
     )
     torch.set_default_dtype(torch.float32)
     build_seconds = time.perf_counter() - started
