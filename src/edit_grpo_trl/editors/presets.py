@@ -1,0 +1,175 @@
+"""Editor hyperparameters from YAML: packaged presets per editor and model, or a user's file.
+
+A preset lives at ``editors/hparams/<editor>/<model>.yaml`` and reads::
+
+    editor: rome
+    model:                 # the model the settings were chosen for; checked against its config
+      model_type: qwen3
+      num_hidden_layers: 36
+      hidden_size: 4096
+    hparams:               # the editor's typed hyperparameters (EasyEdit's field names)
+      layers: [5]
+      ...
+
+:func:`resolve_hparams` picks the preset (by name, path, or the model's own config), applies overrides and
+validates every layer and module name against the model's config before any weight is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edit_grpo_trl.editors.arch import EditorConfigError, architecture_for, num_layers
+from edit_grpo_trl.editors.base import EditorHParams
+from edit_grpo_trl.editors.registry import canonical_editor_name, editor_class
+
+# Config fields a preset may pin, and the names they go by in GPT-2-style configs.
+_MODEL_FIELDS = {
+    "num_hidden_layers": ("num_hidden_layers", "n_layer"),
+    "hidden_size": ("hidden_size", "n_embd"),
+}
+
+
+@dataclass
+class HParamsFile:
+    editor: str
+    hparams: EditorHParams
+    model: dict[str, Any]
+    source: str
+
+
+def preset_dir() -> Path:
+    return Path(str(resources.files("edit_grpo_trl.editors") / "hparams"))
+
+
+def preset_names(editor: str) -> list[str]:
+    folder = preset_dir() / canonical_editor_name(editor)
+    return sorted(path.stem for path in folder.glob("*.yaml"))
+
+
+def _config_value(config, name: str):
+    for attribute in _MODEL_FIELDS.get(name, (name,)):
+        value = getattr(config, attribute, None)
+        if value is not None:
+            return value
+    return None
+
+
+def load_hparams_file(path: str | Path, editor: str | None = None) -> HParamsFile:
+    """Read one hparams YAML (ours, with ``hparams:``; or a flat EasyEdit-style file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EditorConfigError(f"no hparams file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise EditorConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise EditorConfigError(f"{path}: expected a mapping at the top level")
+    if "hparams" in data:
+        file_editor = data.get("editor")
+        model = data.get("model") or {}
+        fields = data["hparams"]
+    else:  # EasyEdit's flat layout: alg_name plus the fields; its bookkeeping keys are dropped
+        file_editor = data.get("alg_name")
+        model = {}
+        ignored = {
+            "alg_name",
+            "model_name",
+            "stats_dir",
+            "device",
+            "model_parallel",
+            "fp16",
+            "P_loc",
+            "layer_selection",
+            "mom2_adjustment",
+            "attn_module_tmp",
+            "ln_f_module",
+            "lm_head_module",
+            "batch_size",
+            "max_length",
+            "kl_factor",
+            "objective_optimization",
+        }
+        keep = set(editor_class(file_editor or editor or "").hparams_class.__dataclass_fields__)
+        fields = {k: v for k, v in data.items() if k not in ignored or k in keep}
+    name = canonical_editor_name(editor or file_editor or "")
+    if editor and file_editor and canonical_editor_name(file_editor) != name:
+        raise EditorConfigError(f"{path}: the file is for editor {file_editor!r}, not {editor!r}")
+    if not isinstance(fields, dict):
+        raise EditorConfigError(f"{path}: 'hparams' must be a mapping")
+    hparams = editor_class(name).hparams_class.from_dict(fields, source=str(path))
+    return HParamsFile(editor=name, hparams=hparams, model=dict(model), source=str(path))
+
+
+def check_model_block(hparams_file: HParamsFile, config) -> None:
+    """The preset's ``model:`` block must match the config (type, depth, width)."""
+    arch = architecture_for(config)
+    for name, expected in hparams_file.model.items():
+        if name == "name":
+            continue
+        actual = getattr(config, "model_type", None) if name == "model_type" else _config_value(config, name)
+        if actual != expected:
+            raise EditorConfigError(
+                f"{hparams_file.source}: written for {name}={expected!r}, but the model ({arch.family}, "
+                f"{num_layers(config)} layers) has {name}={actual!r}"
+            )
+
+
+def default_preset(editor: str, config, model_dir: str | Path | None = None) -> str:
+    """The packaged preset for this model: ``world-<size>`` for a knowledge world, else the config's match."""
+    names = preset_names(editor)
+    world_file = Path(model_dir) / "world.json" if model_dir is not None else None
+    if world_file is not None and world_file.is_file():
+        size = json.loads(world_file.read_text()).get("size")
+        if f"world-{size}" in names:
+            return f"world-{size}"
+        raise EditorConfigError(f"no {editor} preset for the knowledge world size {size!r}; presets: {names}")
+    for name in names:
+        candidate = load_hparams_file(preset_dir() / canonical_editor_name(editor) / f"{name}.yaml", editor)
+        if candidate.model and all(
+            (getattr(config, "model_type", None) if k == "model_type" else _config_value(config, k)) == v
+            for k, v in candidate.model.items()
+            if k != "name"
+        ):
+            return name
+    raise EditorConfigError(
+        f"no packaged {editor} preset matches this {architecture_for(config).family} model "
+        f"({num_layers(config)} layers); name one of {names} or a YAML file"
+    )
+
+
+def resolve_hparams(
+    editor: str,
+    config,
+    hparams: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    model_dir: str | Path | None = None,
+) -> HParamsFile:
+    """Load, override and validate an editor's hyperparameters against ``config`` (no weights needed).
+
+    ``hparams`` is a YAML path, a packaged preset name (``qwen3-8b``, ``world-tiny``, ...), or ``None`` for the
+    model's default preset.
+    """
+    editor = canonical_editor_name(editor)
+    if hparams is None:
+        hparams = default_preset(editor, config, model_dir)
+    path = Path(hparams)
+    if not path.suffix:
+        path = preset_dir() / editor / f"{hparams}.yaml"
+        if not path.is_file():
+            raise EditorConfigError(f"no {editor} preset {hparams!r}; presets: {preset_names(editor)}")
+    loaded = load_hparams_file(path, editor)
+    if overrides:
+        merged = {**loaded.hparams.to_dict(), **dict(overrides)}
+        loaded.hparams = editor_class(editor).hparams_class.from_dict(merged, source=f"{path} + overrides")
+    check_model_block(loaded, config)
+    loaded.hparams.validate(config)
+    return loaded
