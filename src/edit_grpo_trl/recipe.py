@@ -56,7 +56,7 @@ class DataSettings:
     format: str = "auto"
     split: str | None = None
     num_cases: int | None = None
-    case_seed: int = 0
+    seed: int = 0  # for the AGT dataset's choice of prompts
     skip_invalid: bool = False
     num_generalization: int = 3
     num_locality: int = 1

@@ -1,0 +1,97 @@
+"""Stage 2 from a recipe: EditGRPOTrainer on the stage-1 checkpoint, resumable, with optional LoRA and W&B."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edit_grpo_trl.recipe import PipelineRecipe
+
+logger = logging.getLogger(__name__)
+
+
+def build_training_config(recipe: PipelineRecipe, output_dir: Path):
+    """`EditGRPOConfig` from the recipe's ``training`` section, writing under ``output_dir``."""
+    import torch
+
+    from edit_grpo_trl.trainer.config import EditGRPOConfig
+
+    settings = dict(recipe.training)
+    settings.setdefault("save_strategy", "steps")
+    settings.setdefault("save_steps", 50)
+    settings.setdefault("save_total_limit", 2)
+    settings.setdefault("logging_steps", 1)
+    if not torch.cuda.is_available():
+        settings.setdefault("use_cpu", True)
+        settings.setdefault("bf16", False)  # GRPOConfig's default bf16 autocast is slow and lossy on a CPU
+    if recipe.wandb.project:
+        settings.setdefault("report_to", ["wandb"])
+        settings.setdefault("run_name", recipe.wandb.run_name)
+        os.environ.setdefault("WANDB_PROJECT", recipe.wandb.project)
+        if recipe.wandb.entity:
+            os.environ.setdefault("WANDB_ENTITY", recipe.wandb.entity)
+    else:
+        settings.setdefault("report_to", "none")
+    return EditGRPOConfig(output_dir=str(output_dir), **settings)
+
+
+def build_peft_config(recipe: PipelineRecipe):
+    if not recipe.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.lora.r,
+        lora_alpha=recipe.lora.alpha,
+        lora_dropout=recipe.lora.dropout,
+        target_modules=list(recipe.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, Any]:
+    """Train, resuming from the last checkpoint under ``layout.training``; save the final model atomically."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
+
+    args = build_training_config(recipe, layout.training)
+    dataset = datasets.load_from_disk(str(layout.agt_dataset))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    trainer = EditGRPOTrainer(
+        model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=build_peft_config(recipe),
+    )
+    last = get_last_checkpoint(str(layout.training)) if layout.training.is_dir() else None
+    if last:
+        logger.info("resuming Edit-GRPO from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    final = Path(layout.refined_model)
+    temporary = final.with_name(final.name + ".tmp")
+    if trainer.accelerator.is_main_process and temporary.exists():
+        shutil.rmtree(temporary)
+    if recipe.lora.enabled:
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(temporary)
+    else:
+        trainer.save_model(str(temporary))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(temporary)
+        if final.exists():
+            shutil.rmtree(final)
+        temporary.replace(final)
+    trainer.accelerator.wait_for_everyone()
+    return {"global_step": result.global_step, "training_loss": result.training_loss, "resumed_from": last}
