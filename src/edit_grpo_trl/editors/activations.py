@@ -24,12 +24,25 @@ class LocatedPrompt:
     subject_index: int
 
 
-def locate(tokenizer, template: str, prompt: str, subject: str) -> LocatedPrompt:
-    """Fill a context template with the prompt and find the subject inside the prompt part."""
+FACT_TOKENS = ("subject_last", "last")
+
+
+def locate(
+    tokenizer, template: str, prompt: str, subject: str, fact_token: str = "subject_last"
+) -> LocatedPrompt:
+    """Fill a context template with the prompt and find the token an edit is keyed on.
+
+    ``subject_last``: the subject's last token inside the prompt part (ROME's choice); ``last``: the prompt's
+    last token (for models that look the fact up there rather than at the subject).
+    """
     prefix = template[: template.index("{}")]
     text = template.format(prompt)
-    index = subject_last_index(tokenizer, text, subject, search_from=len(prefix))
-    return LocatedPrompt(encode(tokenizer, text), index)
+    ids = encode(tokenizer, text)
+    if fact_token == "last":
+        return LocatedPrompt(ids, len(ids) - 1)
+    if fact_token != "subject_last":
+        raise ValueError(f"fact_token must be one of {FACT_TOKENS}, got {fact_token!r}")
+    return LocatedPrompt(ids, subject_last_index(tokenizer, text, subject, search_from=len(prefix)))
 
 
 def _output_tensor(output):
@@ -66,17 +79,24 @@ def module_io(
 
 
 def subject_keys(
-    model, tokenizer, module_name: str, cases: Sequence[EditCase], templates: Sequence[str]
+    model,
+    tokenizer,
+    module_name: str,
+    cases: Sequence[EditCase],
+    templates: Sequence[str],
+    fact_token: str = "subject_last",
 ) -> torch.Tensor:
-    """Per case, the module's input at the subject's last token averaged over templates: ``(n, in)``."""
-    located = [locate(tokenizer, t, case.prompt, case.subject) for case in cases for t in templates]
+    """Per case, the module's input at the fact token averaged over templates: ``(n, in)``."""
+    located = [
+        locate(tokenizer, t, case.prompt, case.subject, fact_token) for case in cases for t in templates
+    ]
     inputs, _ = module_io(model, tokenizer, module_name, located)
     return inputs.view(len(cases), len(templates), -1).mean(dim=1)
 
 
 def bare_prompt_io(
-    model, tokenizer, module_name: str, cases: Sequence[EditCase]
+    model, tokenizer, module_name: str, cases: Sequence[EditCase], fact_token: str = "subject_last"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The module's input and output at the subject's last token of each bare anchor prompt."""
-    located = [locate(tokenizer, "{}", case.prompt, case.subject) for case in cases]
+    """The module's input and output at the fact token of each bare anchor prompt."""
+    located = [locate(tokenizer, "{}", case.prompt, case.subject, fact_token) for case in cases]
     return module_io(model, tokenizer, module_name, located)

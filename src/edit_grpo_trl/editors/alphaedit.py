@@ -83,7 +83,9 @@ class AlphaEditEditor(LocateEditor):
         # Remember these facts' keys (as the edited model now computes them) for the edits to come.
         templates = self.context_templates(model, tokenizer)
         for layer in self.hparams.layers:
-            keys = subject_keys(model, tokenizer, arch.down_proj(layer), cases, templates).double()
+            keys = subject_keys(
+                model, tokenizer, arch.down_proj(layer), cases, templates, self.hparams.fact_token
+            ).double()
             moment = keys.T @ keys
             self.previous_keys_moment[layer] = self.previous_keys_moment.get(layer, 0) + moment
         return deltas

@@ -29,6 +29,20 @@ logger = logging.getLogger(__name__)
 EditMode = Literal["sequential", "batch"]
 
 
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """YAML 1.1 reads ``5e-1`` as a string (EasyEdit's files are full of them): numbers become numbers."""
+    kind = str(annotation)
+    if isinstance(value, str) and ("float" in kind or "int" in kind) and "str" not in kind:
+        try:
+            number = float(value)
+        except ValueError as error:
+            raise EditorConfigError(f"{where} must be a number, got {value!r}") from error
+        return int(number) if "float" not in kind and number.is_integer() else number
+    if isinstance(value, int) and not isinstance(value, bool) and "float" in kind and "int" not in kind:
+        return float(value)
+    return value
+
+
 @dataclass
 class EditorHParams:
     """Settings every editor has: the layers it writes and the module it writes there."""
@@ -49,7 +63,8 @@ class EditorHParams:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "hparams") -> EditorHParams:
         """Build from a mapping; unknown or missing keys are named together with the valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        names = set(fields)
         unknown = sorted(set(data) - names)
         if unknown:
             raise EditorConfigError(
@@ -63,7 +78,11 @@ class EditorHParams:
         missing = sorted(required - set(data))
         if missing:
             raise EditorConfigError(f"{source}: missing {cls.__name__} field(s) {missing}")
-        hparams = cls(**dict(data))
+        values = {
+            name: _coerce(value, fields[name].type, f"{source}: field {name!r}")
+            for name, value in data.items()
+        }
+        hparams = cls(**values)
         if isinstance(hparams.layers, int):
             hparams.layers = [hparams.layers]
         hparams.layers = list(hparams.layers)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from edit_grpo_trl.editors.activations import FACT_TOKENS
 from edit_grpo_trl.editors.arch import EditorConfigError, validate_layers, validate_template
 from edit_grpo_trl.editors.base import Editor, EditorHParams
 from edit_grpo_trl.editors.context import DEFAULT_STARTS, generate_context_templates
@@ -42,8 +43,10 @@ class LocateHParams(EditorHParams):
         super().validate(config)
         validate_template(config, "layer_module_tmp", self.layer_module_tmp)
         validate_template(config, "mlp_module_tmp", self.mlp_module_tmp)
-        if self.fact_token != "subject_last":
-            raise EditorConfigError(f"fact_token {self.fact_token!r} is not supported; use 'subject_last'")
+        if self.fact_token not in FACT_TOKENS:
+            raise EditorConfigError(
+                f"fact_token {self.fact_token!r} is not supported; use one of {FACT_TOKENS}"
+            )
         if self.v_loss_layer is not None:
             validate_layers(config, [self.v_loss_layer], "v_loss_layer")
         if "{}" not in self.kl_prompt:
@@ -65,6 +68,7 @@ class LocateHParams(EditorHParams):
             clamp_norm_factor=self.clamp_norm_factor,
             kl_factor=self.kl_factor,
             kl_prompt=self.kl_prompt,
+            fact_token=self.fact_token,
         )
 
 

@@ -54,8 +54,9 @@ def layer_residuals(
     """Keys at layer ``layers[position]`` and this layer's share of the gap to the targets."""
     layers = editor.hparams.layers
     templates = editor.context_templates(model, tokenizer)
-    keys = subject_keys(model, tokenizer, arch.down_proj(layers[position]), cases, templates)
-    _, current = bare_prompt_io(model, tokenizer, arch.layer(layers[-1]), cases)
+    fact_token = editor.hparams.fact_token
+    keys = subject_keys(model, tokenizer, arch.down_proj(layers[position]), cases, templates, fact_token)
+    _, current = bare_prompt_io(model, tokenizer, arch.layer(layers[-1]), cases, fact_token)
     residuals = (targets.to(current.device) - current) / (len(layers) - position)
     return keys, residuals
 

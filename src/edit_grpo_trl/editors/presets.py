@@ -162,7 +162,8 @@ def resolve_hparams(
     if hparams is None:
         hparams = default_preset(editor, config, model_dir)
     path = Path(hparams)
-    if not path.suffix:
+    # A preset name ("qwen2.5-7b") has dots too: only a .yaml/.yml name or a folder part makes it a path.
+    if path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
         path = preset_dir() / editor / f"{hparams}.yaml"
         if not path.is_file():
             raise EditorConfigError(f"no {editor} preset {hparams!r}; presets: {preset_names(editor)}")

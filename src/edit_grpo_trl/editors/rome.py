@@ -48,8 +48,9 @@ class RomeEditor(LocateEditor):
         (case,) = cases
         device = next(model.parameters()).device
         templates = self.context_templates(model, tokenizer)
+        fact_token = self.hparams.fact_token
         down_proj = arch.down_proj(layer)
-        key_star = subject_keys(model, tokenizer, down_proj, [case], templates)[0]
+        key_star = subject_keys(model, tokenizer, down_proj, [case], templates, fact_token)[0]
         second_moment = self.second_moment(layer, device) if self.hparams.mom2_adjustment else None
         direction = rome_key_direction(key_star, second_moment)
         value = optimize_value(
@@ -63,7 +64,7 @@ class RomeEditor(LocateEditor):
             num_layers(model.config),
         )
         # The update must hit the target at the key the anchor prompt itself produces.
-        bare_key, bare_value = bare_prompt_io(model, tokenizer, down_proj, [case])
+        bare_key, bare_value = bare_prompt_io(model, tokenizer, down_proj, [case], fact_token)
         delta = rank_one_update(direction, bare_key[0], bare_value[0], value.target.to(device))
         add_to_down_proj(model, arch, layer, delta)
         return {layer: delta}

@@ -40,6 +40,7 @@ class ValueSettings:
     clamp_norm_factor: float = 4.0
     kl_factor: float = 0.0625
     kl_prompt: str = "{} is a"
+    fact_token: str = "subject_last"
 
 
 @dataclass
@@ -74,8 +75,10 @@ def optimize_value(
     """Optimize the value of ``module_name`` at the subject's last token so the model outputs the new object."""
     device = next(model.parameters()).device
     new_ids = target_ids(tokenizer, case.new_object)
-    rewrites = [locate(tokenizer, t, case.prompt, case.subject) for t in templates]
-    essence = [locate(tokenizer, "{}", settings.kl_prompt.format(case.subject), case.subject)]
+    rewrites = [locate(tokenizer, t, case.prompt, case.subject, settings.fact_token) for t in templates]
+    essence = [
+        locate(tokenizer, "{}", settings.kl_prompt.format(case.subject), case.subject, settings.fact_token)
+    ]
     # Rewrite rows read the new object teacher-forced after the prompt; the KL row is the essence prompt.
     rows = [LocatedPrompt(r.ids + new_ids[:-1], r.subject_index) for r in rewrites] + essence
     input_ids, attention_mask = pad_right([row.ids for row in rows], pad_id(tokenizer))
@@ -83,7 +86,7 @@ def optimize_value(
     lookup = torch.tensor([row.subject_index for row in rows], device=device)
     row_index = torch.arange(len(rows), device=device)
 
-    # Positions whose logits predict each target token, and the labels there (-100 elsewhere).
+    # Label j of the new object sits at the position whose logits predict it (-100 elsewhere).
     labels = torch.full(input_ids.shape, -100, dtype=torch.long, device=device)
     for row, rewrite in enumerate(rewrites):
         first = len(rewrite.ids) - 1
@@ -122,9 +125,9 @@ def optimize_value(
             )
             logits = _logits_at_layer(model, arch, output, settings.loss_layer, num_layers).float()
             log_probs = torch.log_softmax(logits, dim=-1)
-            # Position t predicts token t+1: shift the labels one to the left of the logits.
-            token_log_probs = torch.gather(log_probs[:, :-1], 2, labels[:, 1:].clamp(min=0).unsqueeze(2))
-            mask = (labels[:, 1:] != -100).float()
+            # Labels sit at the positions whose logits predict them (no further shift).
+            token_log_probs = torch.gather(log_probs, 2, labels.clamp(min=0).unsqueeze(2))
+            mask = (labels != -100).float()
             nll_per_row = -(token_log_probs.squeeze(2) * mask).sum(1) / mask.sum(1).clamp(min=1)
             nll = nll_per_row[: len(rewrites)].mean()
             kl_log_probs = log_probs[kl_row, kl_position]

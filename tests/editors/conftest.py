@@ -1,0 +1,66 @@
+"""Fixtures for the editor tests.
+
+``small_qwen3`` is a randomly initialized 2-layer Qwen3 with a word-level tokenizer: enough for plumbing
+(checkpoints, statistics, shapes) in a second. The editing tests use the pretrained tiny knowledge world
+(``tiny_world`` from tests/conftest.py) and share its key statistics through ``world_statistics``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+WORDS = "the a is of in was born works for plays Paris Rome Oslo Lima piano violin Kalo Mira Sute . ,".split()
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocabulary = {token: index for index, token in enumerate(["<pad>", "<eos>", "<unk>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture
+def small_qwen3():
+    torch.manual_seed(0)
+    tokenizer = word_tokenizer()
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return SimpleNamespace(model=Qwen3ForCausalLM(config).eval(), tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def world_statistics(request, tmp_path_factory):
+    """Key second moments of every layer of the tiny world model, computed once per session."""
+    from edit_grpo_trl.editors.stats import load_key_statistics
+
+    world = request.getfixturevalue("tiny_world")
+    layers = list(range(world.model.config.num_hidden_layers))
+    cache = Path(tmp_path_factory.mktemp("key_statistics"))
+    return load_key_statistics(
+        world.model,
+        world.tokenizer,
+        layers,
+        "world",
+        100000,
+        cache_dir=cache,
+        model_dir=world.path,
+        show_progress=False,
+    )
