@@ -1,0 +1,95 @@
+"""KnowEdit-style metrics (DESIGN section 7) as functions of a model's outputs.
+
+* Teacher-forced (EasyEdit-compatible): one forward on ``prompt + " " + target``; the score is the share
+  of target tokens whose argmax at the previous position equals the target token. Batched with left
+  padding; the target tokens are those of the full text after the prompt's own tokens, so a tokenizer
+  that merges across the boundary is scored on what it actually produces.
+* Locality agreement: the share of positions where post-edit argmax tokens equal the pre-edit ones.
+* Fluency: n-gram entropy of generated text, bigram weight 2/3 and trigram weight 4/3 (ROME/EasyEdit).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def _target_tokens(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(f"{prompt} {target}", add_special_tokens=False)["input_ids"]
+    if full_ids[: len(prompt_ids)] == prompt_ids and len(full_ids) > len(prompt_ids):
+        return prompt_ids, full_ids[len(prompt_ids) :]
+    return prompt_ids, tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def teacher_forced_predictions(
+    model, tokenizer, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 32
+) -> list[tuple[list[int], list[int]]]:
+    """For each (prompt, target): (target token ids, argmax token ids at the positions predicting them)."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    results: list[tuple[list[int], list[int]]] = []
+    for start in range(0, len(prompts), batch_size):
+        pairs = [
+            _target_tokens(tokenizer, p, t)
+            for p, t in zip(
+                prompts[start : start + batch_size], targets[start : start + batch_size], strict=True
+            )
+        ]
+        sequences = [p + t for p, t in pairs]
+        width = max(map(len, sequences))
+        ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, width - len(sequence) :] = torch.tensor(sequence)
+            mask[row, width - len(sequence) :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
+        ).logits
+        argmax = logits.argmax(dim=-1).cpu()
+        for row, (_, target) in enumerate(pairs):
+            # the target occupies the last len(target) columns; each is predicted one column earlier
+            predicted = argmax[row, width - len(target) - 1 : width - 1].tolist()
+            results.append((target, predicted))
+    return results
+
+
+def teacher_forced_accuracy(
+    model, tokenizer, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 32
+) -> list[float]:
+    """Share of target tokens predicted exactly (argmax), one score per (prompt, target)."""
+    return [
+        sum(int(a == b) for a, b in zip(target, predicted, strict=True)) / max(1, len(target))
+        for target, predicted in teacher_forced_predictions(model, tokenizer, prompts, targets, batch_size)
+    ]
+
+
+def locality_agreement(pre_tokens: Sequence[int], post_tokens: Sequence[int]) -> float:
+    """Share of positions where the post-edit argmax equals the pre-edit argmax."""
+    if len(pre_tokens) != len(post_tokens):
+        raise ValueError(f"locality token lists differ in length: {len(pre_tokens)} vs {len(post_tokens)}")
+    return sum(int(a == b) for a, b in zip(pre_tokens, post_tokens, strict=True)) / max(1, len(pre_tokens))
+
+
+def ngram_entropy(
+    text: str, orders: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)
+) -> float:
+    """Weighted arithmetic mean of the n-gram entropies (in bits) of one text's word tokens (ROME's
+    ``compute_n_gram_entropy``; reports multiply it by 100)."""
+    words = _WORD.findall(text.lower())
+    entropies = []
+    for order in orders:
+        grams = Counter(tuple(words[i : i + order]) for i in range(len(words) - order + 1))
+        total = sum(grams.values())
+        entropies.append(-sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0)
+    return sum(w * e for w, e in zip(weights, entropies, strict=True)) / len(weights)

@@ -1,0 +1,144 @@
+import json
+import math
+
+import pytest
+import torch
+
+from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
+from edit_grpo_trl.evaluation import EvalBaseline, EvalConfig, evaluate_cases, write_report
+from edit_grpo_trl.evaluation.metrics import (
+    locality_agreement,
+    ngram_entropy,
+    teacher_forced_accuracy,
+    teacher_forced_predictions,
+)
+
+from ..trainer.conftest import make_model, make_tokenizer
+
+
+def unbatched_accuracy(model, tokenizer, prompt, target):
+    """The definition, one sequence at a time, no padding."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(f"{prompt} {target}", add_special_tokens=False)["input_ids"][len(prompt_ids) :]
+    ids = torch.tensor([prompt_ids + target_ids])
+    argmax = model(input_ids=ids).logits[0].argmax(-1).tolist()
+    predicted = argmax[len(prompt_ids) - 1 : -1]
+    return sum(a == b for a, b in zip(target_ids, predicted, strict=True)) / len(target_ids)
+
+
+def test_teacher_forced_batched_with_left_padding_equals_the_definition():
+    model, tokenizer = make_model(seed=11).eval(), make_tokenizer()
+    prompts = ["Ana was born in", "the city of birth of Bo is", "Cyd"]
+    targets = ["Paris", "Rome Oslo Lima", "was born in the city"]  # multi-token targets, ragged prompts
+    batched = teacher_forced_accuracy(model, tokenizer, prompts, targets, batch_size=3)
+    for prompt, target, value in zip(prompts, targets, batched, strict=True):
+        assert value == pytest.approx(unbatched_accuracy(model, tokenizer, prompt, target))
+    assert teacher_forced_accuracy(model, tokenizer, prompts, targets, batch_size=1) == pytest.approx(batched)
+
+
+def test_teacher_forced_scores_a_known_continuation():
+    tokenizer = make_tokenizer()
+    model = make_model(seed=0).eval()
+    # Force the model to predict "Paris" at every position: add a large logit to it.
+    paris = tokenizer.convert_tokens_to_ids("Paris")
+    logits_hook = model.lm_head.register_forward_hook(
+        lambda m, a, out: out + torch.nn.functional.one_hot(torch.tensor(paris), out.size(-1)).float() * 100
+    )
+    try:
+        assert teacher_forced_accuracy(model, tokenizer, ["Ana was born in"], ["Paris"]) == [1.0]
+        assert teacher_forced_accuracy(model, tokenizer, ["Ana was born in"], ["Paris Rome"]) == [0.5]
+        ((target, predicted),) = teacher_forced_predictions(model, tokenizer, ["Ana"], ["Rome Paris"])
+        assert predicted == [paris, paris] and len(target) == 2
+    finally:
+        logits_hook.remove()
+
+
+def test_locality_agreement_and_its_errors():
+    assert locality_agreement([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+    with pytest.raises(ValueError, match="differ in length"):
+        locality_agreement([1], [1, 2])
+
+
+def test_ngram_entropy_by_hand():
+    # "a b a b": bigrams ab, ba, ab -> p = 2/3, 1/3; trigrams aba, bab -> 1/2 each
+    bigram = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
+    trigram = 1.0
+    assert ngram_entropy("a b a b") == pytest.approx((2 / 3 * bigram + 4 / 3 * trigram) / 2)
+    assert ngram_entropy("") == 0.0
+
+
+def cases():
+    return [
+        EditCase(
+            "c0",
+            "Ana",
+            "Ana was born in",
+            ("Paris",),
+            "Rome",
+            (
+                Probe("the city of birth of Ana is", ("Paris",), ProbeKind.EVAL_GENERALIZATION),
+                Probe("Bo was born in", ("Oslo",), ProbeKind.LOCALITY, "Neighborhood"),
+                Probe("the home town of Ana is", ("Paris",), ProbeKind.PORTABILITY, "Subject_Aliasing"),
+            ),
+        ),
+        EditCase(
+            "c1",
+            "Cyd",
+            "Cyd was born in",
+            ("Lima",),
+            "Kiev",
+            (Probe("Dee was born in", ("Doha",), ProbeKind.LOCALITY, "Neighborhood"),),
+        ),
+    ]
+
+
+def test_evaluate_cases_records_a_baseline_and_compares_to_it(tmp_path):
+    model, tokenizer = make_model(seed=5).eval(), make_tokenizer()
+    config = EvalConfig(batch_size=4, max_new_tokens=3)
+    first = evaluate_cases(model, tokenizer, cases(), config)
+    assert first.metrics["tf_locality"] == 1.0 and first.metrics["gen_em_locality"] == 1.0
+    for key in (
+        "tf_reliability",
+        "tf_generalization",
+        "tf_portability",
+        "gen_em_reliability",
+        "gen_contains_reliability",
+        "tf_portability/Subject_Aliasing",
+        "fluency",
+    ):
+        assert key in first.metrics
+    assert "tf_generalization" in first.per_case[0] and "tf_generalization" not in first.per_case[1]
+    path = first.baseline.save(tmp_path / "baseline.json")
+    baseline = EvalBaseline.load(path)
+    assert baseline == first.baseline
+    # the same model forced to predict <unk> everywhere disagrees with the baseline on every locality token
+    assert all(tokens != [tokenizer.unk_token_id] for tokens in baseline.argmax_tokens.values())
+    hook = model.lm_head.register_forward_hook(
+        lambda m, a, out: (
+            out + 1e3 * torch.nn.functional.one_hot(torch.tensor(tokenizer.unk_token_id), out.size(-1))
+        )
+    )
+    try:
+        other = evaluate_cases(model, tokenizer, cases(), config, baseline=baseline)
+    finally:
+        hook.remove()
+    assert other.metrics["tf_locality"] == 0.0
+    assert other.metrics["gen_em_locality"] == 0.0
+    first.save(tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == first.metrics
+    assert len((tmp_path / "eval" / "per_case.jsonl").read_text().splitlines()) == 2
+
+
+def test_report_has_every_metric_for_three_points_and_refuses_to_overwrite(tmp_path):
+    points = {
+        "pre_edit": {"tf_reliability": 0.0, "fluency": 500.0},
+        "post_edit": {"tf_reliability": 0.9, "fluency": 480.0},
+        "post_refinement": {"tf_reliability": 0.95, "fluency": 490.0},
+    }
+    table = write_report(points, tmp_path)
+    assert "| tf_reliability | 0.0 | 90.0 | 95.0 | +5.0 |" in table
+    assert "| fluency | 500.0 | 480.0 | 490.0 | +10.0 |" in table
+    for name in ("report.json", "report.md", "report.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    with pytest.raises(FileExistsError, match="report already exists"):
+        write_report(points, tmp_path)
