@@ -1,0 +1,88 @@
+"""The pipeline end to end on the tiny knowledge world: every stage's outputs, the report, resume."""
+
+import json
+import shutil
+
+import pytest
+
+from edit_grpo_trl.cli import main
+from edit_grpo_trl.pipeline import STAGES, run_pipeline
+from edit_grpo_trl.recipe import RecipeError, load_recipe
+
+pytestmark = pytest.mark.slow
+
+RECIPE = "recipes/world-tiny/rome.yaml"
+QUICK = [
+    "--data.num_cases",
+    "4",
+    "--training.max_steps",
+    "2",
+    "--training.save_steps",
+    "2",
+    "--evaluation.max_new_tokens",
+    "4",
+]
+
+
+def recipe(tmp_path, *extra):
+    return load_recipe(RECIPE, [*QUICK, *extra, "--output_dir", str(tmp_path / "run")])
+
+
+def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_world):
+    report = run_pipeline(recipe(tmp_path))
+    run = tmp_path / "run"
+    for stage in STAGES:
+        assert (run / "stages" / f"{stage}.done.json").is_file(), stage
+    for path in (
+        "cases.jsonl",
+        "stage1/model/edit_manifest.json",
+        "agt_dataset",
+        "stage2/final/config.json",
+        "report/report.md",
+        "report/report.png",
+        "eval/pre_edit/baseline.json",
+    ):
+        assert (run / path).exists(), path
+    points = json.loads((run / "report" / "report.json").read_text())
+    assert report == points and set(points) == {"pre_edit", "post_edit", "post_refinement"}
+    metrics = set(points["pre_edit"])
+    assert {
+        "tf_reliability",
+        "tf_generalization",
+        "tf_portability",
+        "tf_locality",
+        "gen_em_reliability",
+        "gen_em_generalization",
+        "gen_em_locality",
+        "fluency",
+    } <= metrics
+    assert all(set(values) == metrics for values in points.values())
+    markers = {stage: (run / "stages" / f"{stage}.done.json").stat().st_mtime_ns for stage in STAGES}
+    run_pipeline(recipe(tmp_path))
+    assert markers == {stage: (run / "stages" / f"{stage}.done.json").stat().st_mtime_ns for stage in STAGES}
+    run_pipeline(recipe(tmp_path), force={"report"})
+    assert (run / "stages" / "report.done.json").stat().st_mtime_ns != markers["report"]
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_world):
+    run_pipeline(recipe(tmp_path))  # trains 2 steps, checkpoint-2 saved
+    run = tmp_path / "run"
+    # As if killed after the checkpoint: the stage never finished.
+    for stage in ("train", "post_refinement_eval", "report"):
+        (run / "stages" / f"{stage}.done.json").unlink()
+    shutil.rmtree(run / "stage2" / "final")
+    run_pipeline(recipe(tmp_path, "--training.max_steps", "4"))
+    marker = json.loads((run / "stages" / "train.done.json").read_text())
+    assert marker["resumed_from"].endswith("checkpoint-2")
+    assert marker["global_step"] == 4
+
+
+def test_bad_inputs_fail_clearly_and_overwrite_nothing(tmp_path, tiny_world, capsys):
+    assert main(["pipeline", "--config", RECIPE, "--training.alignment_coeff", "0.1"]) == 2
+    assert "Did you mean 'alignment_coef'" in capsys.readouterr().err
+    missing = recipe(tmp_path, "--data.source", str(tmp_path / "absent.json"))
+    with pytest.raises(Exception, match="absent.json"):
+        run_pipeline(missing)
+    with pytest.raises(RecipeError, match="overlaps the source model's folder"):
+        run_pipeline(load_recipe(RECIPE, ["--output_dir", str(tiny_world.path)]))
+    assert (tiny_world.path / "pretrain_report.json").is_file()
