@@ -13,13 +13,32 @@ from edit_grpo_trl.recipe import PipelineRecipe
 logger = logging.getLogger(__name__)
 
 
-def build_training_config(recipe: PipelineRecipe, output_dir: Path):
-    """`EditGRPOConfig` from the recipe's ``training`` section, writing under ``output_dir``."""
+def edited_layer(model_path: str) -> int | None:
+    """The layer the stage-1 editor wrote (the last, for multi-layer editors), from the edit manifest."""
+    from edit_grpo_trl.editors.checkpoint import MANIFEST_NAME, read_manifest
+
+    if not (Path(model_path) / MANIFEST_NAME).is_file():
+        return None
+    layers = read_manifest(model_path).layers
+    return max(layers) if layers else None
+
+
+def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: str | None = None):
+    """`EditGRPOConfig` from the recipe's ``training`` section, writing under ``output_dir``.
+
+    Without an ``alignment_layer`` in the recipe, the alignment gradients are taken at the layer the
+    stage-1 editor wrote, as its edit manifest records (the last one for MEMIT-style layer ranges).
+    """
     import torch
 
     from edit_grpo_trl.trainer.config import EditGRPOConfig
 
     settings = dict(recipe.training)
+    if settings.get("alignment_layer") is None and model_path is not None:
+        layer = edited_layer(model_path)
+        if layer is not None:
+            settings["alignment_layer"] = layer
+            logger.info("alignment_layer %d, the layer the stage-1 editor wrote", layer)
     settings.setdefault("save_strategy", "steps")
     settings.setdefault("save_steps", 50)
     settings.setdefault("save_total_limit", 2)
@@ -60,7 +79,7 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
 
     from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
 
-    args = build_training_config(recipe, layout.training)
+    args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"

@@ -1,0 +1,41 @@
+"""Every shipped recipe parses, maps onto the config dataclasses, and fits its model's real configuration."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig
+
+from edit_grpo_trl.editors.presets import load_hparams_file, preset_dir
+from edit_grpo_trl.recipe import load_recipe
+from edit_grpo_trl.trainer.layer_features import count_decoder_layers
+
+ROOT = Path(__file__).parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*/*.yaml"))
+CONFIG_FIXTURES = ROOT / "tests" / "editors" / "fixtures"
+
+
+def test_recipes_cover_every_model_and_editor():
+    names = {(path.parent.name, path.stem) for path in RECIPES}
+    for model in ("qwen3-8b", "llama3-8b", "qwen2.5-7b", "world-tiny", "world-small"):
+        for editor in ("rome", "memit", "ft", "alphaedit"):
+            assert (model, editor) in names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_parses_and_fits_its_model(path):
+    recipe = load_recipe(path)
+    model = path.parent.name
+    assert recipe.editor.name == path.stem
+    hparams = load_hparams_file(preset_dir() / recipe.editor.name / f"{recipe.editor.hparams}.yaml")
+    layers = list(hparams.hparams.layers)
+    fixture = CONFIG_FIXTURES / f"{model}.json"
+    if fixture.is_file():  # a real model: its public config values
+        values = {k: v for k, v in json.loads(fixture.read_text()).items() if not k.startswith("_")}
+        config = AutoConfig.for_model(values.pop("model_type"), **values)
+        num_layers = count_decoder_layers(type("M", (), {"config": config})())
+        assert all(0 <= layer < num_layers for layer in layers)
+        assert recipe.training["alignment_layer"] == max(layers)  # the layer the editor wrote
+        assert 0 <= recipe.training["alignment_layer"] < num_layers
+    else:  # a knowledge world: the alignment layer comes from the edit manifest
+        assert "alignment_layer" not in recipe.training
