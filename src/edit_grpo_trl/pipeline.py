@@ -295,9 +295,28 @@ class Pipeline:
             path = self.layout.evaluation(point) / "metrics.json"
             points[point] = json.loads(path.read_text())
         table = write_report(points, self.layout.report, overwrite=True)
+        if self.recipe.wandb.project:
+            self._log_report_to_wandb(points)
         print(table)
         print(f"\nreport: {self.layout.report / 'report.md'}")
         return {"report": str(self.layout.report)}
+
+    def _log_report_to_wandb(self, points: dict[str, dict[str, float]]) -> None:
+        import wandb
+
+        from edit_grpo_trl.evaluation.report import log_report_to_wandb
+
+        settings = self.recipe.wandb
+        run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            name=f"{settings.run_name or self.layout.root.name}-report",
+            tags=list(settings.tags),
+            config={"stage": "report", **self.recipe.to_dict()},
+            dir=str(self.layout.root),
+        )
+        log_report_to_wandb(run, points, self.layout.report)
+        run.finish()
 
 
 def run_pipeline(recipe: PipelineRecipe, force: set[str] | None = None) -> dict[str, Any]:

@@ -142,3 +142,23 @@ def test_report_has_every_metric_for_three_points_and_refuses_to_overwrite(tmp_p
         assert (tmp_path / name).stat().st_size > 0
     with pytest.raises(FileExistsError, match="report already exists"):
         write_report(points, tmp_path)
+
+
+def test_report_is_logged_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    from edit_grpo_trl.evaluation.report import log_report_to_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    points = {
+        "pre_edit": {"tf_reliability": 0.0},
+        "post_edit": {"tf_reliability": 0.5},
+        "post_refinement": {"tf_reliability": 0.75},
+    }
+    write_report(points, tmp_path / "report")
+    run = wandb.init(project="edit-grpo-test", dir=str(tmp_path))
+    log_report_to_wandb(run, points, tmp_path / "report")
+    run.finish()
+    record = next((tmp_path / "wandb").glob("offline-run-*/*.wandb")).read_bytes()
+    assert b"post_refinement/tf_reliability" in record and b"report/table" in record
