@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,6 +160,7 @@ def test_report_is_logged_to_an_offline_wandb_run(tmp_path, monkeypatch):
     write_report(points, tmp_path / "report")
     run = wandb.init(project="edit-grpo-test", dir=str(tmp_path))
     log_report_to_wandb(run, points, tmp_path / "report")
+    run_dir = Path(run.dir).parent  # wandb keeps global settings between runs: ask the run where it wrote
     run.finish()
-    record = next((tmp_path / "wandb").glob("offline-run-*/*.wandb")).read_bytes()
+    record = next(run_dir.glob("*.wandb")).read_bytes()
     assert b"post_refinement/tf_reliability" in record and b"report/table" in record
