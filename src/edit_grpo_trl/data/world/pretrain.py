@@ -41,15 +41,11 @@ class EncodedSample:
 
 def encode_samples(tokenizer, samples: list[CorpusSample]) -> list[EncodedSample]:
     """Token ids of each sample (ending with EOS) and where its answer tokens are."""
-
-    def ids(texts: list[str]) -> list[list[int]]:  # one batched call: a medium world has 300k samples
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-    prompts = ids([s.prompt for s in samples])
-    answers = ids([s.answer for s in samples])
-    endings = ids([s.ending for s in samples])
     encoded = []
-    for prompt, answer, ending in zip(prompts, answers, endings, strict=True):
+    for sample in samples:
+        prompt = tokenizer(sample.prompt, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(sample.answer, add_special_tokens=False)["input_ids"]
+        ending = tokenizer(sample.ending, add_special_tokens=False)["input_ids"]
         if ending[-1:] != [tokenizer.eos_token_id]:
             ending = [*ending, tokenizer.eos_token_id]
         encoded.append(EncodedSample([*prompt, *answer, *ending], len(prompt), len(prompt) + len(answer)))
@@ -132,16 +128,15 @@ def _pretrain(world, spec: WorldSize, device: torch.device, show_progress: bool)
     samples = encode_samples(tokenizer, build_corpus(world))
     pad_id = tokenizer.pad_token_id
     model = build_model(spec, len(tokenizer), world.seed, pad_id, tokenizer.eos_token_id).to(device)
-    on_gpu = device.type == "cuda"
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.0, fused=on_gpu or None
+        model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.98), weight_decay=0.0
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, spec.warmup_steps, spec.max_steps)
     )
+    on_gpu = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
     batch_size = min(spec.batch_size, len(samples))
-    recall_batch = 1024 if on_gpu else 256
     rng = random.Random(world.seed)
     logger.info(
         "pretraining world %s (seed %d): %d samples, %d tokens, %d parameters, %s",
@@ -174,12 +169,7 @@ def _pretrain(world, spec: WorldSize, device: torch.device, show_progress: bool)
         progress.update(1)
         if step % spec.check_every == 0 or step == spec.max_steps:
             check_started = time.perf_counter()
-            scores = {
-                split: recall(
-                    model, tokenizer, world, split, limit=spec.check_prompts, batch_size=recall_batch
-                )
-                for split in STOP_SPLITS
-            }
+            scores = {s: recall(model, tokenizer, world, s, limit=spec.check_prompts) for s in STOP_SPLITS}
             check_seconds += time.perf_counter() - check_started
             elapsed = round(time.perf_counter() - started, 1)
             history.append({"step": step, "seconds": elapsed, "loss": round(loss.item(), 4), **scores})
@@ -208,8 +198,7 @@ def _pretrain(world, spec: WorldSize, device: torch.device, show_progress: bool)
         "seconds": round(train_seconds, 2),
         "recall_check_seconds": round(check_seconds, 2),
         "history": history,
-        "recall_prompts_per_split": spec.report_prompts or "all",
-        "recall": recall_report(model, tokenizer, world, limit=spec.report_prompts, batch_size=recall_batch),
+        "recall": recall_report(model, tokenizer, world),
     }
     logger.info(
         "world %s pretrained in %.0f s (%d steps): %s", world.size, train_seconds, step, report["recall"]

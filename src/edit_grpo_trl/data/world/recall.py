@@ -49,11 +49,6 @@ def recall(
     return sum(hits) / len(hits)
 
 
-def recall_report(
-    model, tokenizer, world: KnowledgeWorld, limit: int | None = None, batch_size: int = 256
-) -> dict[str, float]:
-    """Recall on every split (``prompts.RECALL_SPLITS``); ``limit`` samples that many prompts per split."""
-    return {
-        split: recall(model, tokenizer, world, split, limit=limit, batch_size=batch_size)
-        for split in RECALL_SPLITS
-    }
+def recall_report(model, tokenizer, world: KnowledgeWorld, limit: int | None = None) -> dict[str, float]:
+    """Recall on every split (``prompts.RECALL_SPLITS``)."""
+    return {split: recall(model, tokenizer, world, split, limit=limit) for split in RECALL_SPLITS}

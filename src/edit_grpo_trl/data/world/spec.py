@@ -28,7 +28,6 @@ class WorldSize:
     target_recall: float = 0.99  # stop once every checked recall split reaches this
     check_every: int = 100  # steps between recall checks
     check_prompts: int = 256  # prompts sampled per checked split
-    report_prompts: int | None = None  # prompts per split in the final report (None: all)
 
 
 SIZES = {
@@ -84,13 +83,12 @@ SIZES = {
         intermediate=2304,
         heads=12,
         kv_heads=4,
-        max_steps=8000,
-        batch_size=2048,
-        learning_rate=1e-3,
-        warmup_steps=300,
-        check_every=250,
+        max_steps=20000,
+        batch_size=1024,
+        learning_rate=6e-4,
+        warmup_steps=500,
+        check_every=500,
         check_prompts=2048,
-        report_prompts=8192,
     ),
 }
 
