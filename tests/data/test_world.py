@@ -44,7 +44,7 @@ def test_sizes_have_the_promised_scale(world):
     small = KnowledgeWorld.generate("small", 0)
     assert small.entity_count >= 1000
     assert 0.3 < len(small.aliases) / len(small.people) < 0.5
-    with pytest.raises(ValueError, match="sizes: micro, tiny, small, medium"):
+    with pytest.raises(ValueError, match="sizes: tiny, small, medium"):
         KnowledgeWorld.generate("huge", 0)
 
 

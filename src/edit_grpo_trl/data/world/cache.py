@@ -73,7 +73,6 @@ def _build(size: str, seed: int, root: Path, final: Path, device: str | None) ->
     logger.info("pretraining knowledge world %s (seed %d) into %s", size, seed, final)
     world = KnowledgeWorld.generate(size, seed)
     model, tokenizer, report = pretrain(world, device=device)
-    report["built_by_pid"] = os.getpid()
     temporary = root / f"{final.name}.tmp-{os.getpid()}"
     temporary.mkdir()
     model.save_pretrained(temporary)

@@ -116,7 +116,7 @@ def pretrain(world, device: str | None = None, show_progress: bool = True, threa
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if threads is None and os.environ.get(THREADS_ENV):
         threads = int(os.environ[THREADS_ENV])
-    if threads is None and device == "cpu" and world.size in ("micro", "tiny"):
+    if threads is None and device == "cpu" and world.size == "tiny":
         threads = 1
     with cpu_threads(threads if device == "cpu" else None):
         return _pretrain(world, size_spec(world.size), torch.device(device), show_progress)

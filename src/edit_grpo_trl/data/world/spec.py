@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 # Bump when generated worlds, their corpus or their pretraining change: cached models carry the version in
 # their folder name, so an old cache is never mistaken for a new one.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,22 +31,6 @@ class WorldSize:
 
 
 SIZES = {
-    # Smoke tests of the build and cache machinery: pretrains in seconds and recalls little.
-    "micro": WorldSize(
-        people=8,
-        alias_share=0.25,
-        hidden=32,
-        layers=2,
-        intermediate=64,
-        heads=2,
-        kv_heads=1,
-        max_steps=20,
-        batch_size=32,
-        learning_rate=5e-3,
-        warmup_steps=5,
-        check_every=10,
-        check_prompts=16,
-    ),
     "tiny": WorldSize(
         people=64,
         alias_share=0.4,
