@@ -2,6 +2,7 @@
 
 A recipe has the sections ``model``, ``data``, ``editor``, ``training`` (the fields of
 :class:`~edit_grpo_trl.trainer.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
+``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.baselines`) and
 ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
 the key, where it was found, and the nearest valid key.
@@ -119,6 +120,8 @@ class PipelineRecipe:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
+    # Stage-2 method: edit_grpo (the product), or a baseline: grpo (TRL's own advantages), sft.
+    refinement: str = "edit_grpo"
     output_dir: str = "runs/default"
     source: str | None = None  # the file the recipe came from
 
@@ -136,7 +139,7 @@ SECTIONS = {
     "lora": LoraSettings,
     "wandb": WandbSettings,
 }
-TOP_LEVEL = (*SECTIONS, "training", "output_dir")
+TOP_LEVEL = (*SECTIONS, "training", "refinement", "output_dir")
 
 
 def _nearest(key: str, valid) -> str:
@@ -177,9 +180,18 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Pipeline
     _check_keys(
         f"{source}: section 'training' (EditGRPOConfig)", training, training_fields() - {"output_dir"}
     )
+    from edit_grpo_trl.baselines import REFINEMENT_METHODS
+
+    refinement = data.get("refinement", "edit_grpo")
+    if refinement not in REFINEMENT_METHODS:
+        raise RecipeError(
+            f"{source}: refinement must be one of {', '.join(REFINEMENT_METHODS)}, got {refinement!r}."
+            f"{_nearest(str(refinement), REFINEMENT_METHODS)}"
+        )
     return PipelineRecipe(
         **sections,
         training=dict(training),
+        refinement=refinement,
         output_dir=str(data.get("output_dir", "runs/default")),
         source=source,
     )

@@ -71,13 +71,61 @@ def build_peft_config(recipe: PipelineRecipe):
     )
 
 
+def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
+    """The stage-2 trainer the recipe's ``refinement`` names, on the same model, data and settings."""
+    peft_config = build_peft_config(recipe)
+    if recipe.refinement == "edit_grpo":
+        from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
+
+        return EditGRPOTrainer(
+            model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
+    import datasets
+
+    from edit_grpo_trl import baselines
+
+    settings = {key: getattr(args, key) for key in recipe.training} | _derived_settings(args)
+    if recipe.refinement == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        from edit_grpo_trl.trainer.rewards import resolve_reward_functions
+
+        config = GRPOConfig(output_dir=args.output_dir, **baselines.grpo_settings(settings))
+        return GRPOTrainer(
+            model,
+            reward_funcs=resolve_reward_functions(args.agt_reward_funcs),
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    from trl import SFTConfig, SFTTrainer
+
+    config = SFTConfig(output_dir=args.output_dir, **baselines.sft_settings(settings))
+    rows = baselines.sft_rows(dataset.to_list())
+    return SFTTrainer(
+        model,
+        args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+
+
+def _derived_settings(args) -> dict[str, Any]:
+    """Settings build_training_config filled in (not in the recipe) that the baselines must share."""
+    keys = ("save_strategy", "save_steps", "save_total_limit", "logging_steps", "report_to", "run_name")
+    derived = {key: getattr(args, key) for key in keys}
+    if args.use_cpu:
+        derived |= {"use_cpu": True, "bf16": False}
+    return derived
+
+
 def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, Any]:
     """Train, resuming from the last checkpoint under ``layout.training``; save the final model atomically."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
-
-    from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
@@ -86,16 +134,10 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
-    trainer = EditGRPOTrainer(
-        model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=build_peft_config(recipe),
-    )
+    trainer = build_trainer(recipe, args, model, tokenizer, dataset)
     last = get_last_checkpoint(str(layout.training)) if layout.training.is_dir() else None
     if last:
-        logger.info("resuming Edit-GRPO from %s", last)
+        logger.info("resuming %s from %s", recipe.refinement, last)
     result = trainer.train(resume_from_checkpoint=last)
     final = Path(layout.refined_model)
     temporary = final.with_name(final.name + ".tmp")
@@ -113,4 +155,10 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
             shutil.rmtree(final)
         temporary.replace(final)
     trainer.accelerator.wait_for_everyone()
-    return {"global_step": result.global_step, "training_loss": result.training_loss, "resumed_from": last}
+    return {
+        "refinement": recipe.refinement,
+        "global_step": result.global_step,
+        "training_loss": result.training_loss,
+        "train_seconds": result.metrics.get("train_runtime"),
+        "resumed_from": last,
+    }

@@ -1,0 +1,448 @@
+"""Does Edit-GRPO work? The knowledge-world benchmark, with its ablations and baselines (issue 7).
+
+Every condition starts from the same stage-1 checkpoint of the same edit cases, with the same AGT data and
+the same step budget; only stage 2 differs:
+
+    stage1        stage 1 only (the post-edit evaluation)
+    grpo          + TRL's own GRPOTrainer: its per-prompt advantages, the same AGT rewards and data
+    agt           + EditGRPOTrainer, anchor-excluded case baseline, alignment_coef 0
+    pgaa-<coef>   + EditGRPOTrainer with the PGAA alignment term at alignment_coef <coef>
+    sft           + TRL's SFTTrainer on the same prompts with their accepted answers (the non-RL baseline)
+
+Each (editor, seed) draws its own edit cases from the world. The first trained condition of a pair runs
+the whole pipeline (cases, pre-edit eval, stage 1, post-edit eval, AGT data); the others copy those
+finished stages and run only training and the post-refinement evaluation. Conditions run as separate
+``edit-grpo pipeline`` processes, several at once (a 26M-parameter model leaves a GPU mostly idle), and
+every finished condition appends one JSON line to ``--results`` at once, so a call cut short keeps what
+it finished and a rerun skips it.
+
+    python bench/knowledge_world.py run --size small --editors rome memit --seeds 0 1 2 \\
+        --workers 8 --results $OUT/knowledge_world.jsonl
+    python bench/knowledge_world.py report docs/results/knowledge_world/*.jsonl --out docs/results.md
+
+Wall times of conditions that ran side by side share the machine: compare them only within one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PRE_TRAIN_STAGES = ("cases", "pre_edit_eval", "edit", "post_edit_eval", "agt_data")
+DEFAULT_CONDITIONS = ("stage1", "grpo", "agt", "pgaa-0.2", "sft")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+
+    @property
+    def trains(self) -> bool:
+        return self.name != "stage1"
+
+    def overrides(self) -> list[str]:
+        """Recipe overrides that make this condition's stage 2."""
+        if self.name == "grpo":
+            return ["--refinement", "grpo"]
+        if self.name == "sft":
+            return ["--refinement", "sft"]
+        if self.name == "agt":
+            return ["--training.alignment_coef", "0"]
+        if self.name.startswith("pgaa-"):
+            return ["--training.alignment_coef", self.name.removeprefix("pgaa-")]
+        raise ValueError(f"unknown condition {self.name!r}: stage1, grpo, agt, sft or pgaa-<coef>")
+
+    @property
+    def alignment_coef(self) -> float | None:
+        if self.name.startswith("pgaa-"):
+            return float(self.name.removeprefix("pgaa-"))
+        return 0.0 if self.name == "agt" else None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One stage-1 checkpoint: an editor and a seed (which picks the cases and seeds training)."""
+
+    size: str
+    editor: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.size}/{self.editor}/seed{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------- running
+def pipeline_command(pair: Pair, condition: Condition, run_dir: Path, options) -> list[str]:
+    cases_file = run_dir.parent / "cases.input.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "edit_grpo_trl.cli",
+        "--log-level",
+        "WARNING",
+        "pipeline",
+        "--config",
+        str(REPO / "recipes" / f"world-{pair.size}" / f"{pair.editor}.yaml"),
+        "--output-dir",
+        str(run_dir),
+        "--data.source",
+        str(cases_file),
+        "--data.num_cases",
+        str(options.num_cases),
+        "--data.seed",
+        str(pair.seed),
+        "--training.seed",
+        str(pair.seed),
+    ]
+    if options.max_steps is not None:
+        command += ["--training.max_steps", str(options.max_steps)]
+    return command + condition.overrides() + shlex.split(options.extra)
+
+
+def write_cases(pair: Pair, folder: Path, num_cases: int) -> Path:
+    """This pair's edit cases: drawn from the world with the pair's seed."""
+    from edit_grpo_trl.data.cases import save_cases
+    from edit_grpo_trl.data.world import KnowledgeWorld
+
+    path = folder / "cases.input.jsonl"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        world = KnowledgeWorld.generate(size=pair.size, seed=0)
+        save_cases(world.edit_cases(num_cases=num_cases, seed=1000 + pair.seed), path)
+    return path
+
+
+def copy_finished_stages(source: Path, target: Path) -> None:
+    """Give a condition the finished pre-training stages of its pair's first run (stage 1 is linked)."""
+    if (target / "stages" / "agt_data.done.json").is_file():
+        return
+    (target / "stages").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "cases.jsonl", target / "cases.jsonl")
+    for point in ("pre_edit", "post_edit"):
+        shutil.copytree(source / "eval" / point, target / "eval" / point, dirs_exist_ok=True)
+    shutil.copytree(source / "agt_dataset", target / "agt_dataset", dirs_exist_ok=True)
+    if (source / "stage1").exists() and not (target / "stage1").exists():
+        (target / "stage1").symlink_to(Path("..") / source.name / "stage1")
+    for stage in PRE_TRAIN_STAGES:  # markers last: a stage counts as done only once its files are in place
+        shutil.copy2(source / "stages" / f"{stage}.done.json", target / "stages" / f"{stage}.done.json")
+
+
+def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict:
+    run_dir = root / pair.key / condition.name
+    log = run_dir.with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    environment = dict(
+        os.environ, OMP_NUM_THREADS=str(options.threads_per_worker), TOKENIZERS_PARALLELISM="false"
+    )
+    started = time.perf_counter()
+    with log.open("a") as stream:
+        completed = subprocess.run(
+            pipeline_command(pair, condition, run_dir, options),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=REPO,
+        )
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeError(
+            f"{pair.key} {condition.name} failed (exit {completed.returncode}):\n" + "\n".join(tail)
+        )
+    return collect(pair, condition, run_dir, wall)
+
+
+def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None) -> dict:
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text())
+
+    post_edit = read(run_dir / "eval" / "post_edit" / "metrics.json")
+    record = {
+        "size": pair.size,
+        "editor": pair.editor,
+        "seed": pair.seed,
+        "condition": condition.name,
+        "alignment_coef": condition.alignment_coef,
+        "pre_edit": read(run_dir / "eval" / "pre_edit" / "metrics.json"),
+        "post_edit": post_edit,
+        "metrics": post_edit,
+        "edit_seconds": read(run_dir / "stages" / "edit.done.json")["seconds"],
+        "wall_seconds": wall,
+    }
+    if condition.trains:
+        train = read(run_dir / "stages" / "train.done.json")
+        record["metrics"] = read(run_dir / "eval" / "post_refinement" / "metrics.json")
+        record["train_seconds"] = train["seconds"]
+        record["global_step"] = train.get("global_step")
+        runtime = train.get("train_seconds")
+        if runtime and train.get("global_step"):
+            record["seconds_per_step"] = runtime / train["global_step"]
+    return record
+
+
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+
+
+def finished_keys(path: Path) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            keys.add((row["size"], row["editor"], row["seed"], row["condition"]))
+    return keys
+
+
+def command_run(options) -> int:
+    from edit_grpo_trl.data.world import ensure_world_model
+
+    root = Path(options.root)
+    results = Path(options.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    conditions = [Condition(name) for name in options.conditions]
+    for condition in conditions:
+        if condition.trains:
+            condition.overrides()  # an unknown condition fails before any work
+    trained = [c for c in conditions if c.trains]
+    if not trained:
+        raise SystemExit("at least one trained condition is needed (stage 1 runs as part of the first one)")
+    started = time.perf_counter()
+    print(f"world {options.size}: {ensure_world_model(options.size)}", flush=True)
+    print(f"world ready after {time.perf_counter() - started:.0f} s on {device_name()}", flush=True)
+    done = finished_keys(results)
+    pairs = [Pair(options.size, editor, seed) for editor in options.editors for seed in options.seeds]
+    for pair in pairs:
+        write_cases(pair, root / pair.key, options.num_cases)
+    device = device_name()
+
+    def record(row: dict) -> None:
+        row["device"] = device
+        with results.open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
+        metrics = row["metrics"]
+        print(
+            f"[{time.perf_counter() - started:6.0f}s] {row['editor']} seed {row['seed']} {row['condition']}: "
+            f"rel {metrics.get('gen_em_reliability', 0):.3f} gen {metrics.get('gen_em_generalization', 0):.3f} "
+            f"loc {metrics.get('gen_em_locality', 0):.3f} (wall {row['wall_seconds'] or 0:.0f} s)",
+            flush=True,
+        )
+
+    def todo(pair: Pair, condition: Condition) -> bool:
+        return (pair.size, pair.editor, pair.seed, condition.name) not in done
+
+    first = trained[0]
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        # Phase 1: per pair, the first trained condition runs the whole pipeline, stage 1 included.
+        futures = {pool.submit(run_condition, p, first, root, options): p for p in pairs}
+        ready = []
+        for future in as_completed(futures):
+            pair = futures[future]
+            row = future.result()
+            if todo(pair, first):
+                record(row)
+            if "stage1" in options.conditions and todo(pair, Condition("stage1")):
+                stage1 = collect(pair, Condition("stage1"), root / pair.key / first.name, None)
+                record(stage1)
+            ready.append(pair)
+        # Phase 2: every other condition, from the same finished stages.
+        futures = {}
+        for condition in trained[1:]:
+            for pair in ready:
+                if todo(pair, condition):
+                    copy_finished_stages(root / pair.key / first.name, root / pair.key / condition.name)
+                    futures[pool.submit(run_condition, pair, condition, root, options)] = (pair, condition)
+        failures = []
+        for future in as_completed(futures):
+            try:
+                record(future.result())
+            except RuntimeError as error:
+                failures.append(str(error))
+                print(error, file=sys.stderr, flush=True)
+    print(f"benchmark finished in {time.perf_counter() - started:.0f} s; results in {results}", flush=True)
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------------- report
+REPORT_METRICS = (
+    ("gen_em_reliability", "reliability"),
+    ("gen_em_generalization", "held-out gen."),
+    ("gen_em_portability/Subject_Aliasing", "alias"),
+    ("gen_em_portability/Reasoning", "two-hop"),
+    ("gen_em_locality", "locality"),
+    ("tf_reliability", "reliability"),
+    ("tf_generalization", "held-out gen."),
+    ("tf_locality", "locality"),
+)
+
+
+def load_rows(paths: list[str]) -> list[dict]:
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[(row["size"], row["editor"], row["seed"], row["condition"])] = row  # the latest run wins
+    return list(rows.values())
+
+
+def condition_order(name: str) -> tuple:
+    fixed = {"stage1": 0, "sft": 1, "grpo": 2, "agt": 3}
+    if name in fixed:
+        return (fixed[name], 0.0)
+    return (4, float(name.removeprefix("pgaa-")))
+
+
+def summarize(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (editor, condition): mean and sample standard deviation over seeds of every reported figure."""
+    import statistics
+
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        grouped.setdefault((row["editor"], row["condition"]), []).append(row)
+    summary = {}
+    for key, group in grouped.items():
+        entry = {"seeds": sorted(r["seed"] for r in group)}
+        for metric, _ in REPORT_METRICS:
+            values = [100 * r["metrics"][metric] for r in group if r["metrics"].get(metric) is not None]
+            if values:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                entry[metric] = (statistics.fmean(values), spread)
+        for timing in ("train_seconds", "seconds_per_step"):
+            values = [r[timing] for r in group if r.get(timing)]
+            if values:
+                entry[timing] = statistics.median(values)
+        summary[key] = entry
+    return summary
+
+
+def markdown(summary: dict[tuple[str, str], dict]) -> str:
+    header = (
+        "| editor | condition | seeds | "
+        + " | ".join(f"gen {label}" for metric, label in REPORT_METRICS if metric.startswith("gen_"))
+        + " | "
+        + " | ".join(f"tf {label}" for metric, label in REPORT_METRICS if metric.startswith("tf_"))
+        + " | train s (median) | s/step |"
+    )
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for editor in sorted({e for e, _ in summary}):
+        for condition in sorted({c for e, c in summary if e == editor}, key=condition_order):
+            entry = summary[(editor, condition)]
+            cells = []
+            for metric, _ in REPORT_METRICS:
+                if metric in entry:
+                    mean, spread = entry[metric]
+                    cells.append(f"{mean:.1f} ± {spread:.1f}")
+                else:
+                    cells.append("-")
+            train = f"{entry['train_seconds']:.0f}" if "train_seconds" in entry else "-"
+            step = f"{entry['seconds_per_step']:.3f}" if "seconds_per_step" in entry else "-"
+            lines.append(
+                f"| {editor} | {condition} | {len(entry['seeds'])} | "
+                + " | ".join(cells)
+                + f" | {train} | {step} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(summary: dict[tuple[str, str], dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    editors = sorted({e for e, _ in summary})
+    shown = [
+        ("gen_em_reliability", "reliability"),
+        ("gen_em_generalization", "held-out"),
+        ("gen_em_locality", "locality"),
+    ]
+    figure, axes = plt.subplots(1, len(editors), figsize=(6.5 * len(editors), 4), squeeze=False)
+    for axis, editor in zip(axes[0], editors, strict=True):
+        conditions = sorted({c for e, c in summary if e == editor}, key=condition_order)
+        width = 0.8 / len(shown)
+        for offset, (metric, label) in enumerate(shown):
+            means = [summary[(editor, c)].get(metric, (0.0, 0.0))[0] for c in conditions]
+            spreads = [summary[(editor, c)].get(metric, (0.0, 0.0))[1] for c in conditions]
+            positions = [i + offset * width for i in range(len(conditions))]
+            axis.bar(positions, means, width, yerr=spreads, capsize=2, label=label)
+        axis.set_xticks([i + width for i in range(len(conditions))])
+        axis.set_xticklabels(conditions, rotation=30, ha="right")
+        axis.set_ylim(0, 105)
+        axis.set_ylabel("% (greedy exact match)")
+        axis.set_title(editor)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def command_report(options) -> int:
+    rows = load_rows(options.results)
+    if not rows:
+        raise SystemExit("no result rows in " + ", ".join(options.results))
+    summary = summarize(rows)
+    table = markdown(summary)
+    print(table)
+    if options.out:
+        out = Path(options.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure = out.with_suffix(".png")
+        plot(summary, figure)
+        devices = sorted({row.get("device", "?") for row in rows})
+        out.write_text(
+            "<!-- generated by bench/knowledge_world.py report; edit the reading around the table by hand -->\n"
+            f"Devices: {', '.join(devices)}. Rows: {len(rows)}.\n\n{table}\n\n![results]({figure.name})\n"
+        )
+        print(f"wrote {out} and {figure}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run conditions and append one JSON line per finished condition")
+    run.add_argument("--size", default="small", help="knowledge-world size (tiny on a CPU, small on a GPU)")
+    run.add_argument("--editors", nargs="+", default=["rome", "memit"])
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run.add_argument("--conditions", nargs="+", default=list(DEFAULT_CONDITIONS))
+    run.add_argument("--num-cases", type=int, default=100)
+    run.add_argument("--max-steps", type=int, default=None, help="stage-2 steps (default: the recipe's)")
+    run.add_argument("--workers", type=int, default=4, help="conditions running at once")
+    run.add_argument("--threads-per-worker", type=int, default=2)
+    run.add_argument("--root", default="runs/bench", help="run folders")
+    run.add_argument("--results", required=True, help="JSONL file the finished conditions are appended to")
+    run.add_argument(
+        "--extra", default="", help="recipe overrides for every condition, one string: '--training.beta 0.01'"
+    )
+    report = commands.add_parser("report", help="table and plot from result files")
+    report.add_argument("results", nargs="+")
+    report.add_argument(
+        "--out", default=None, help="Markdown file to write (a .png plot is written beside it)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    return command_run(options) if options.command == "run" else command_report(options)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
