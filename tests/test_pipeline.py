@@ -2,11 +2,13 @@
 
 import json
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 
 from edit_grpo_trl.cli import main
-from edit_grpo_trl.pipeline import STAGES, run_pipeline
+from edit_grpo_trl.pipeline import STAGES, WANDB_RUN_FILE, Pipeline, run_pipeline
 from edit_grpo_trl.recipe import RecipeError, load_recipe
 
 pytestmark = pytest.mark.slow
@@ -86,3 +88,38 @@ def test_bad_inputs_fail_clearly_and_overwrite_nothing(tmp_path, tiny_world, cap
     with pytest.raises(RecipeError, match="overlaps the source model's folder"):
         run_pipeline(load_recipe(RECIPE, ["--output_dir", str(tiny_world.path)]))
     assert (tiny_world.path / "pretrain_report.json").is_file()
+
+
+def wandb_record(run_dir: Path, last_key: bytes, seconds: float = 30.0) -> bytes:
+    """A W&B run's protobuf log, once it holds ``last_key`` (wandb's service may still be writing it)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        record = b"".join(path.read_bytes() for path in run_dir.glob("*.wandb"))
+        if last_key in record or time.monotonic() > deadline:
+            return record
+        time.sleep(0.5)
+
+
+def test_one_wandb_run_per_pipeline_holds_training_and_report(tmp_path, tiny_world, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dirs = []
+    finish = Pipeline._finish_wandb
+
+    def recording_finish(self, exit_code=0):
+        if (
+            self._wandb_run is not None
+        ):  # wandb keeps global settings between runs: ask the run where it wrote
+            run_dirs.append(Path(self._wandb_run.dir).parent)
+        finish(self, exit_code)
+
+    monkeypatch.setattr(Pipeline, "_finish_wandb", recording_finish)
+    run_pipeline(recipe(tmp_path, "--wandb.project", "edit-grpo-test"))
+    assert len(run_dirs) == 1
+    record = wandb_record(run_dirs[0], b"report/table")
+    assert b"train/reward" in record, "the trainer logged into a run of its own"
+    assert b"report/table" in record and b"post_refinement/tf_reliability" in record
+    run_id = json.loads((tmp_path / "run" / WANDB_RUN_FILE).read_text())["id"]
+    assert run_dirs[0].name.endswith(run_id)
+    run_pipeline(recipe(tmp_path, "--wandb.project", "edit-grpo-test"), force={"report"})
+    assert len(run_dirs) == 2 and run_dirs[1].name.endswith(run_id)  # the rerun resumed the same W&B run

@@ -6,7 +6,8 @@
     edit-grpo world --size tiny                                        # pretrain (or find) a knowledge world
 
 Under accelerate: ``accelerate launch --config_file accelerate_configs/zero3.yaml -m edit_grpo_trl.cli
-pipeline --config <recipe>.yaml``.
+pipeline --config <recipe>.yaml``. Every process runs the command; stage 1, the evaluations and the report
+run on the main process only, training on all of them (docs/launch.md).
 """
 
 from __future__ import annotations
@@ -100,12 +101,20 @@ def _run_world(options) -> int:
 
 
 def _run_pipeline(options, overrides: list[str]) -> int:
-    from edit_grpo_trl.pipeline import run_pipeline
+    import torch
+
+    from edit_grpo_trl.pipeline import MainProcessStageError, run_pipeline
 
     recipe = load_recipe(options.config, overrides)
     if options.output_dir:
         recipe.output_dir = options.output_dir
-    run_pipeline(recipe, force=set(options.force))
+    try:
+        run_pipeline(recipe, force=set(options.force))
+    except MainProcessStageError as error:  # the main process prints the cause; here, one line
+        print(f"edit-grpo: error: {error}", file=sys.stderr)
+        return 2
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # a clean exit for every process of a launch
     return 0
 
 

@@ -4,18 +4,28 @@ Every stage writes its outputs under the run folder and, last, a ``<stage>.done.
 timing. A rerun skips every stage whose marker exists (resume); ``force={"train"}`` redoes one. Training
 itself resumes from its last checkpoint. Nothing a finished stage wrote is overwritten unless forced,
 and the run folder may never be the source model's folder.
+
+Under a multi-process launch (``accelerate launch`` or ``torchrun``) every process runs the pipeline, but
+only the ``train`` stage runs on all of them. The other stages (cases, stage-1 edit, the three evaluations,
+AGT data, report) run once, on the main process, while the others wait for it; markers, files and the
+W&B run come from the main process only. The run folder must be on a file system every process can read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -33,7 +43,16 @@ STAGES = (
     "post_refinement_eval",
     "report",
 )
+# Stages every process runs; the others run on the main process only.
+EVERY_PROCESS_STAGES = frozenset({"train"})
 WORLD_PREFIX = "world:"
+# How long the other processes wait for one main-process stage (stage 1 of an 8B model with MEMIT's key
+# statistics can take hours). Seconds; overridable through this environment variable.
+STAGE_TIMEOUT_ENV = "EDIT_GRPO_STAGE_TIMEOUT"
+DEFAULT_STAGE_TIMEOUT_S = 24 * 3600
+WANDB_RUN_FILE = "wandb_run.json"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,6 +90,101 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report"
+
+
+class MainProcessStageError(RuntimeError):
+    """Raised on the other processes when a step that runs on the main process only failed there."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    what: str
+    message: str
+
+
+class Processes:
+    """The processes of one launch, and how work that runs on the main process only is shared out.
+
+    One process (no ``WORLD_SIZE`` > 1 in the environment): everything runs here, nothing is set up.
+    Several: accelerate's ``PartialState`` sets up the process group (with the recipe's ``ddp_timeout``, as
+    the trainer would have), and the waits for the main process go through a separate gloo group with a
+    long timeout. The training group's own timeout (30 minutes by default; NCCL's watchdog kills a rank
+    stuck in a collective past it) is far shorter than stage 1 of a large model can take, and a CPU-side
+    wait holds no GPU collective open.
+    """
+
+    def __init__(self, ddp_timeout_s: float = 1800.0, cpu: bool = False) -> None:
+        self.rank, self.num_processes = 0, 1
+        self.group = None
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not torch.distributed.is_initialized():
+            return
+        from accelerate import PartialState
+
+        # cpu as the trainer will ask for it: accelerate sets up a CPU (gloo) launch only when told to.
+        state = PartialState(cpu=cpu, timeout=timedelta(seconds=ddp_timeout_s))
+        self.rank, self.num_processes = state.process_index, state.num_processes
+        if self.num_processes > 1:
+            wait = float(os.environ.get(STAGE_TIMEOUT_ENV, DEFAULT_STAGE_TIMEOUT_S))
+            self.group = torch.distributed.new_group(backend="gloo", timeout=timedelta(seconds=wait))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def on_main(self, what: str, body: Callable[[], T]) -> T:
+        """Run ``body`` on the main process; every process returns its result, or raises if it failed.
+
+        The other processes block until the main one is done, so this is also a barrier.
+        """
+        if self.group is None:
+            return body()
+        if not self.is_main:
+            logger.debug("process %d: waiting for the main process: %s", self.rank, what)
+            outcome = self._share(None)
+            if isinstance(outcome, _Failure):
+                raise MainProcessStageError(f"{outcome.what} failed on the main process: {outcome.message}")
+            return outcome
+        try:
+            result = body()
+        except BaseException as error:
+            # Tell the waiting processes before raising, so that they stop too instead of timing out.
+            self._share(_Failure(what, f"{type(error).__name__}: {error}"))
+            raise
+        return self._share(result)
+
+    def _share(self, value: Any) -> Any:
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+
+@contextlib.contextmanager
+def whole_model_loading() -> Iterator[None]:
+    """Load models whole inside the block, even after a ZeRO-3 trainer ran in this process.
+
+    TrainingArguments registers DeepSpeed's config globally, and transformers then partitions every model
+    it loads (``deepspeed.zero.Init``), a collective. A main-process-only stage that loads a model after
+    training (the post-refinement evaluation) would wait forever for processes that are not loading.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    reference = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    config = reference() if reference is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def _release_memory() -> None:
+    """Hand the models a stage loaded back to the device, so the next stage (training) starts with it free."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
@@ -126,21 +240,54 @@ class Pipeline:
         self.recipe = recipe
         self.force = set(force or ())
         self.layout = RunLayout(Path(recipe.output_dir))
-        self.base_model_path = resolve_model_path(recipe.model.name_or_path, recipe.model.device)
-        check_output_dir(self.layout.root, self.base_model_path)
+        self.processes = Processes(
+            ddp_timeout_s=float(recipe.training.get("ddp_timeout", 1800)),
+            cpu=bool(recipe.training.get("use_cpu", not torch.cuda.is_available())),
+        )
+        # A world model is pretrained (or found) once, by the main process; the others use its path.
+        self.base_model_path = self.processes.on_main("resolving the model", self._resolve_model)
         self._wandb_run = None
+
+    def _resolve_model(self) -> str:
+        path = resolve_model_path(self.recipe.model.name_or_path, self.recipe.model.device)
+        check_output_dir(self.layout.root, path)
+        return path
 
     # ---------------------------------------------------------------- bookkeeping
     def _done(self, stage: str) -> bool:
         return self.layout.marker(stage).is_file() and stage not in self.force
 
     def _run_stage(self, stage: str, body: Callable[[], dict[str, Any] | None]) -> None:
+        """One stage on this process: skip it if done, else run it and write its marker."""
         if self._done(stage):
             logger.info("stage %s: done already (%s), skipping", stage, self.layout.marker(stage))
             return
         logger.info("stage %s: starting", stage)
         started = time.perf_counter()
-        summary = body() or {}
+        with whole_model_loading():
+            summary = body() or {}
+        _release_memory()
+        self._write_marker(stage, started, summary)
+
+    def _run_stage_everywhere(self, stage: str, body: Callable[[], dict[str, Any] | None]) -> None:
+        """A stage every process runs (training); the main process decides whether to skip it and writes
+        the marker once all processes are through."""
+        if self.processes.on_main(f"stage {stage}", partial(self._done_or_log, stage)):
+            return
+        if self.processes.is_main:
+            logger.info("stage %s: starting on %d process(es)", stage, self.processes.num_processes)
+        started = time.perf_counter()
+        summary = {**(body() or {}), "processes": self.processes.num_processes}
+        _release_memory()
+        self.processes.on_main(f"stage {stage}", partial(self._write_marker, stage, started, summary))
+
+    def _done_or_log(self, stage: str) -> bool:
+        done = self._done(stage)
+        if done:
+            logger.info("stage %s: done already (%s), skipping", stage, self.layout.marker(stage))
+        return done
+
+    def _write_marker(self, stage: str, started: float, summary: dict[str, Any]) -> None:
         marker = self.layout.marker(stage)
         marker.parent.mkdir(parents=True, exist_ok=True)
         temporary = marker.with_suffix(".tmp")
@@ -150,21 +297,42 @@ class Pipeline:
         temporary.replace(marker)
         logger.info("stage %s: finished in %.1f s", stage, time.perf_counter() - started)
 
+    def _stage_bodies(self) -> dict[str, Callable[[], dict[str, Any] | None]]:
+        return {
+            "cases": self.stage_cases,
+            "pre_edit_eval": lambda: self.stage_evaluate("pre_edit", self.base_model_path),
+            "edit": self.stage_edit,
+            "post_edit_eval": lambda: self.stage_evaluate("post_edit", self.edited_model_path),
+            "agt_data": self.stage_agt_data,
+            "train": self.stage_train,
+            "post_refinement_eval": lambda: self.stage_evaluate(
+                "post_refinement", str(self.layout.refined_model)
+            ),
+            "report": self.stage_report,
+        }
+
     def run(self) -> dict[str, Any]:
+        """Every stage in order; returns the report (the same on every process)."""
+        bodies = self._stage_bodies()
+        try:
+            self.processes.on_main("writing the recipe", self._write_recipe)
+            for stage in STAGES:
+                if stage in EVERY_PROCESS_STAGES:
+                    self._run_stage_everywhere(stage, bodies[stage])
+                else:
+                    self.processes.on_main(f"stage {stage}", partial(self._run_stage, stage, bodies[stage]))
+            report = self.processes.on_main(
+                "reading the report", lambda: json.loads((self.layout.report / "report.json").read_text())
+            )
+        except BaseException:
+            self._finish_wandb(exit_code=1)
+            raise
+        self._finish_wandb()
+        return report
+
+    def _write_recipe(self) -> None:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         (self.layout.root / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
-        self._run_stage("cases", self.stage_cases)
-        self._run_stage("pre_edit_eval", lambda: self.stage_evaluate("pre_edit", self.base_model_path))
-        self._run_stage("edit", self.stage_edit)
-        self._run_stage("post_edit_eval", lambda: self.stage_evaluate("post_edit", self.edited_model_path))
-        self._run_stage("agt_data", self.stage_agt_data)
-        self._run_stage("train", self.stage_train)
-        self._run_stage(
-            "post_refinement_eval",
-            lambda: self.stage_evaluate("post_refinement", str(self.layout.refined_model)),
-        )
-        self._run_stage("report", self.stage_report)
-        return json.loads((self.layout.report / "report.json").read_text())
 
     # ---------------------------------------------------------------- stages
     def cases(self):
@@ -285,6 +453,8 @@ class Pipeline:
     def stage_train(self) -> dict[str, Any]:
         from edit_grpo_trl.training import run_training
 
+        if self.processes.is_main and self.recipe.wandb.project:
+            self.wandb_run()  # started before the trainer, so that its W&B callback logs into this run
         return run_training(self.recipe, self.edited_model_path, self.layout)
 
     def stage_report(self) -> dict[str, Any]:
@@ -302,21 +472,41 @@ class Pipeline:
         return {"report": str(self.layout.report)}
 
     def _log_report_to_wandb(self, points: dict[str, dict[str, float]]) -> None:
-        import wandb
-
         from edit_grpo_trl.evaluation.report import log_report_to_wandb
 
+        log_report_to_wandb(self.wandb_run(), points, self.layout.report)
+
+    # ---------------------------------------------------------------- W&B
+    def wandb_run(self):
+        """The pipeline's one W&B run (main process only), started on first use.
+
+        Its id is kept in the run folder, so a resumed pipeline (a rerun, or ``--force report``) logs into the
+        same W&B run. The trainer's W&B callback finds it active and logs the training curves into it.
+        """
+        if self._wandb_run is not None:
+            return self._wandb_run
+        import wandb
+
         settings = self.recipe.wandb
-        run = wandb.init(
+        id_file = self.layout.root / WANDB_RUN_FILE
+        run_id = json.loads(id_file.read_text())["id"] if id_file.is_file() else None
+        self._wandb_run = wandb.init(
             project=settings.project,
             entity=settings.entity,
-            name=f"{settings.run_name or self.layout.root.name}-report",
+            name=settings.run_name or self.layout.root.name,
             tags=list(settings.tags),
-            config={"stage": "report", **self.recipe.to_dict()},
+            config=self.recipe.to_dict(),
             dir=str(self.layout.root),
+            id=run_id,
+            resume="allow",
         )
-        log_report_to_wandb(run, points, self.layout.report)
-        run.finish()
+        id_file.write_text(json.dumps({"id": self._wandb_run.id}))
+        return self._wandb_run
+
+    def _finish_wandb(self, exit_code: int = 0) -> None:
+        if self._wandb_run is not None:
+            self._wandb_run.finish(exit_code=exit_code)
+            self._wandb_run = None
 
 
 def run_pipeline(recipe: PipelineRecipe, force: set[str] | None = None) -> dict[str, Any]:
