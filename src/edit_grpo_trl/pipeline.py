@@ -240,6 +240,10 @@ class Pipeline:
         self.recipe = recipe
         self.force = set(force or ())
         self.layout = RunLayout(Path(recipe.output_dir))
+        if not self._done("train"):
+            from edit_grpo_trl.training import require_vllm
+
+            require_vllm(recipe.training)  # now, not after stage 1 and two evaluations
         self.processes = Processes(
             ddp_timeout_s=float(recipe.training.get("ddp_timeout", 1800)),
             cpu=bool(recipe.training.get("use_cpu", not torch.cuda.is_available())),

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edit_grpo_trl.recipe import PipelineRecipe
+from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,28 @@ def edited_layer(model_path: str) -> int | None:
     return max(layers) if layers else None
 
 
+# The vLLM releases trl 1.16 declares for its `vllm` extra (and outside which it warns).
+SUPPORTED_VLLM = ">=0.22.0,<=0.31.0"
+
+
+def require_vllm(training: dict[str, Any]) -> None:
+    """Fail before any model is loaded when the recipe asks for vLLM generation and vLLM cannot be imported.
+
+    TRL would raise too, but only once the trainer is built, after the model has been loaded (and, in the
+    pipeline, after stage 1 and two evaluations).
+    """
+    if not training.get("use_vllm"):
+        return
+    try:
+        import vllm  # noqa: F401
+    except Exception as error:  # missing, or built against another torch/CUDA
+        raise RecipeError(
+            f"training.use_vllm is true, but vllm cannot be imported ({type(error).__name__}: {error}). "
+            f"trl 1.16 supports vllm{SUPPORTED_VLLM}: install it with pip install 'trl[vllm]==1.16.*' on every "
+            "training machine, or set training.use_vllm: false to generate with transformers."
+        ) from error
+
+
 def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: str | None = None):
     """`EditGRPOConfig` from the recipe's ``training`` section, writing under ``output_dir``.
 
@@ -34,6 +56,7 @@ def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: 
     from edit_grpo_trl.trainer.config import EditGRPOConfig
 
     settings = dict(recipe.training)
+    require_vllm(settings)
     if settings.get("alignment_layer") is None and model_path is not None:
         layer = edited_layer(model_path)
         if layer is not None:
