@@ -43,6 +43,8 @@ def probe_groups(cases: list[EditCase]) -> dict[str, list[tuple[int, str, tuple[
         "two_hop": [],
         "locality": [],
     }
+    # A neighbour probe that another case of the run edits is expected to change: it measures nothing here.
+    edited_prompts = {case.prompt for case in cases}
     for index, case in enumerate(cases):
         groups["reliability"].append((index, case.prompt, case.target_new))
         for probe in case.probes:
@@ -52,7 +54,7 @@ def probe_groups(cases: list[EditCase]) -> dict[str, list[tuple[int, str, tuple[
                 groups["alias"].append((index, probe.prompt, probe.answers))
             elif probe.kind == ProbeKind.PORTABILITY and probe.key == "Reasoning":
                 groups["two_hop"].append((index, probe.prompt, probe.answers))
-            elif probe.kind == ProbeKind.LOCALITY:
+            elif probe.kind == ProbeKind.LOCALITY and probe.prompt not in edited_prompts:
                 groups["locality"].append((index, probe.prompt, probe.answers))
     return groups
 
@@ -151,6 +153,7 @@ def main() -> None:
     report = {
         "world": str(model_dir),
         "cases": len(cases),
+        "probes": {name: len(items) for name, items in groups.items()},
         "pre_edit": score(groups, baseline, baseline),
         "editors": {},
     }
@@ -190,6 +193,8 @@ def main() -> None:
             + " | ".join(cells)
             + f" | {metrics.get('seconds_per_case', 0):.2f} |"
         )
+    counts = ", ".join(f"{name} {count}" for name, count in report["probes"].items())
+    lines.append(f"\n{len(cases)} cases; probes: {counts}.")
     (out / "editor_report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
