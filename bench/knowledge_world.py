@@ -44,29 +44,50 @@ DEFAULT_CONDITIONS = ("stage1", "grpo", "agt", "pgaa-0.2", "sft")
 
 @dataclass(frozen=True)
 class Condition:
+    """A stage-2 method, optionally with recipe changes: ``pgaa-0.2+training.beta=0.04+lora.enabled=true``."""
+
     name: str
 
     @property
+    def method(self) -> str:
+        return self.name.split("+")[0]
+
+    @property
+    def changes(self) -> list[tuple[str, str]]:
+        pairs = []
+        for change in self.name.split("+")[1:]:
+            key, equals, value = change.partition("=")
+            if not equals or "." not in key:
+                raise ValueError(
+                    f"condition {self.name!r}: write changes as +section.key=value, got {change!r}"
+                )
+            pairs.append((key, value))
+        return pairs
+
+    @property
     def trains(self) -> bool:
-        return self.name != "stage1"
+        return self.method != "stage1"
 
     def overrides(self) -> list[str]:
         """Recipe overrides that make this condition's stage 2."""
-        if self.name == "grpo":
-            return ["--refinement", "grpo"]
-        if self.name == "sft":
-            return ["--refinement", "sft"]
-        if self.name == "agt":
-            return ["--training.alignment_coef", "0"]
-        if self.name.startswith("pgaa-"):
-            return ["--training.alignment_coef", self.name.removeprefix("pgaa-")]
-        raise ValueError(f"unknown condition {self.name!r}: stage1, grpo, agt, sft or pgaa-<coef>")
+        method = self.method
+        if method == "grpo":
+            base = ["--refinement", "grpo"]
+        elif method == "sft":
+            base = ["--refinement", "sft"]
+        elif method == "agt":
+            base = ["--training.alignment_coef", "0"]
+        elif method.startswith("pgaa-"):
+            base = ["--training.alignment_coef", method.removeprefix("pgaa-")]
+        else:
+            raise ValueError(f"unknown condition {self.name!r}: stage1, grpo, agt, sft or pgaa-<coef>")
+        return base + [item for key, value in self.changes for item in (f"--{key}", value)]
 
     @property
     def alignment_coef(self) -> float | None:
-        if self.name.startswith("pgaa-"):
-            return float(self.name.removeprefix("pgaa-"))
-        return 0.0 if self.name == "agt" else None
+        if self.method.startswith("pgaa-"):
+            return float(self.method.removeprefix("pgaa-"))
+        return 0.0 if self.method == "agt" else None
 
 
 @dataclass(frozen=True)
@@ -140,7 +161,7 @@ def copy_finished_stages(source: Path, target: Path) -> None:
 
 def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict:
     run_dir = root / pair.key / condition.name
-    log = run_dir.with_suffix(".log")
+    log = run_dir.parent / f"{condition.name}.log"  # not with_suffix: condition names hold dots
     log.parent.mkdir(parents=True, exist_ok=True)
     environment = dict(
         os.environ, OMP_NUM_THREADS=str(options.threads_per_worker), TOKENIZERS_PARALLELISM="false"
@@ -188,7 +209,26 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
         runtime = train.get("train_seconds")
         if runtime and train.get("global_step"):
             record["seconds_per_step"] = runtime / train["global_step"]
+        record["train_log"] = training_log_means(run_dir / "stage2")
     return record
+
+
+TRAIN_LOG_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "loss")
+
+
+def training_log_means(folder: Path) -> dict[str, float]:
+    """Means over the run of what the trainer logged (PGAA figures, zero-std share, KL), from its last
+    checkpoint's ``trainer_state.json``: the evidence for why a condition moved or did not."""
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))
+    if not checkpoints or not (checkpoints[-1] / "trainer_state.json").is_file():
+        return {}
+    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text()).get("log_history", [])
+    sums: dict[str, list[float]] = {}
+    for entry in history:
+        for key, value in entry.items():
+            if (key.startswith("pgaa/") or key in TRAIN_LOG_KEYS) and isinstance(value, int | float):
+                sums.setdefault(key, []).append(float(value))
+    return {key: sum(values) / len(values) for key, values in sums.items()}
 
 
 def device_name() -> str:
@@ -209,7 +249,11 @@ def finished_keys(path: Path) -> set[tuple]:
 
 
 def command_run(options) -> int:
+    import logging
+
     from edit_grpo_trl.data.world import ensure_world_model
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     root = Path(options.root)
     results = Path(options.results)
@@ -301,10 +345,11 @@ def load_rows(paths: list[str]) -> list[dict]:
 
 
 def condition_order(name: str) -> tuple:
+    method, _, changes = name.partition("+")
     fixed = {"stage1": 0, "sft": 1, "grpo": 2, "agt": 3}
-    if name in fixed:
-        return (fixed[name], 0.0)
-    return (4, float(name.removeprefix("pgaa-")))
+    if method in fixed:
+        return (changes, fixed[method], 0.0)
+    return (changes, 4, float(method.removeprefix("pgaa-")))
 
 
 def summarize(rows: list[dict]) -> dict[tuple[str, str], dict]:

@@ -27,6 +27,7 @@ EDIT_GRPO_ONLY = (
     "alignment_layer",
     "alignment_module",
     "anchor_direction",
+    "center_alignment",
     "exclude_anchor_from_baseline",
     "agt_reward_funcs",
 )

@@ -11,7 +11,6 @@ from datasets import Dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_agt_rows, make_model, make_tokenizer  # noqa: E402
-
 from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer  # noqa: E402
 
 

@@ -105,3 +105,19 @@ def test_shape_mismatch_is_refused():
 def test_unknown_role_names_the_valid_ones():
     with pytest.raises(ValueError, match="anchor, generalization, locality"):
         Role.parse("paraphrase")
+
+
+def test_centred_alignment_term_only_reranks_within_a_case():
+    roles = torch.tensor([int(A), int(G), int(G), int(G), int(L), int(G), int(G)])
+    case = torch.tensor([0, 0, 0, 0, 0, 1, 1])
+    cosines = torch.tensor([0.9, 0.7, 0.4, 0.1, 0.5, 0.6, 0.6])
+    advantages = torch.zeros(7)
+    out = add_alignment_term(advantages, cosines, roles, alignment_coef=2.0, case_index=case)
+    # Case 0's generalization cosines 0.7, 0.4, 0.1 have mean 0.4; case 1's are equal, so no term at all.
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.6, 0.0, -0.6, 0.0, 0.0, 0.0]))
+    # Per case, the centred term sums to zero over generalization samples: it adds no net push.
+    for c in (0, 1):
+        assert out[(case == c) & (roles == int(G))].sum().abs() < 1e-6
+    # Uncentred, the same cosines shift every generalization sample up.
+    plain = add_alignment_term(advantages, cosines, roles, alignment_coef=2.0)
+    assert (plain[roles == int(G)] > 0).all()

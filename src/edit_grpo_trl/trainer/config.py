@@ -28,6 +28,9 @@ class EditGRPOConfig(GRPOConfig):
         anchor_direction (`str`, defaults to `"target"`):
             `"target"`: g_c is the gradient of log p(new object | anchor prompt), teacher-forced.
             `"anchor_samples"`: g_c is the mean gradient of the case's sampled anchor completions.
+        center_alignment (`bool`, defaults to `False`):
+            Subtract each case's mean cosine (over its generalization samples) before adding the alignment
+            term, so it re-ranks a case's samples rather than shifting them all. Off: the design's form.
         exclude_anchor_from_baseline (`bool`, defaults to `True`):
             Take each case's baseline mean and std over its generalization samples only.
         agt_reward_funcs (`list[str]`):
@@ -57,6 +60,12 @@ class EditGRPOConfig(GRPOConfig):
             "help": "Anchor direction g_c: 'target' (teacher-forced gradient of log p(new object | anchor)) or "
             "'anchor_samples' (mean gradient of the case's anchor completions).",
             "choices": list(ANCHOR_DIRECTIONS),
+        },
+    )
+    center_alignment: bool = field(
+        default=False,
+        metadata={
+            "help": "Centre cos(g_i, g_c) on its case's mean before adding it (the term only re-ranks)."
         },
     )
     exclude_anchor_from_baseline: bool = field(

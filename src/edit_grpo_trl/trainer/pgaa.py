@@ -139,11 +139,37 @@ def pgaa_advantages(
 
 
 def add_alignment_term(
-    advantages: torch.Tensor, cosines: torch.Tensor, roles: torch.Tensor, alignment_coef: float
+    advantages: torch.Tensor,
+    cosines: torch.Tensor,
+    roles: torch.Tensor,
+    alignment_coef: float,
+    case_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``A_i + alignment_coef * cos(g_i, g_c)`` for generalization samples; other roles unchanged.
 
+    With ``case_index``, the cosine is centred first: each generalization sample gets
+    ``cos_i - mean_c(cos)`` over its case's generalization samples, so the term only re-ranks samples within
+    a case instead of adding one shared bonus to all of them (measured on the knowledge world: cosines
+    average ~0.6 with a spread of ~0.35, so the plain term is mostly a uniform push on whatever was sampled).
+
     A NaN cosine (which the ghost computation never produces, but a caller might) counts as 0.
     """
-    bonus = alignment_coef * torch.nan_to_num(cosines.to(advantages.dtype), nan=0.0)
-    return advantages + torch.where(roles == Role.GENERALIZATION, bonus, torch.zeros_like(bonus))
+    cosines = torch.nan_to_num(cosines.to(advantages.dtype), nan=0.0)
+    generalization = roles == Role.GENERALIZATION
+    if case_index is not None:
+        cosines = cosines - _case_means(cosines, case_index, generalization)
+    bonus = alignment_coef * cosines
+    return advantages + torch.where(generalization, bonus, torch.zeros_like(bonus))
+
+
+def _case_means(values: torch.Tensor, case_index: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Per sample, the mean of ``values`` over the selected samples of its case (0 where a case has none)."""
+    num_cases = int(case_index.max().item()) + 1 if case_index.numel() else 0
+    weights = selected.to(values.dtype)
+    sums = torch.zeros(num_cases, dtype=values.dtype, device=values.device).index_add_(
+        0, case_index, values * weights
+    )
+    counts = torch.zeros(num_cases, dtype=values.dtype, device=values.device).index_add_(
+        0, case_index, weights
+    )
+    return (sums / counts.clamp_min(1))[case_index]

@@ -186,7 +186,13 @@ class EditGRPOTrainer(GRPOTrainer):
         if self.args.alignment_coef != 0:
             local_cosines = self._local_alignment_cosines(inputs, output, case_codes)
             cosines = self.accelerator.gather(local_cosines)
-            advantages = add_alignment_term(advantages, cosines, roles, self.args.alignment_coef)
+            advantages = add_alignment_term(
+                advantages,
+                cosines,
+                roles,
+                self.args.alignment_coef,
+                case_index=case_index if self.args.center_alignment else None,
+            )
 
         local = slice(
             self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs)
