@@ -77,6 +77,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_world):
     marker = json.loads((run / "stages" / "train.done.json").read_text())
     assert marker["resumed_from"].endswith("checkpoint-2")
     assert marker["global_step"] == 4
+    # The marker says how training really ran: no DeepSpeed here, full precision on the CPU.
+    assert marker["deepspeed_zero_stage"] is None and marker["device"] == "cpu"
+    assert marker["mixed_precision"] == "no"
 
 
 def test_bad_inputs_fail_clearly_and_overwrite_nothing(tmp_path, tiny_world, capsys):

@@ -184,4 +184,16 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
         "training_loss": result.training_loss,
         "train_seconds": result.metrics.get("train_runtime"),
         "resumed_from": last,
+        **launch_facts(trainer),
+    }
+
+
+def launch_facts(trainer) -> dict[str, Any]:
+    """How the training actually ran (not how it was asked to): DeepSpeed's ZeRO stage, precision."""
+    state = trainer.accelerator.state
+    plugin = getattr(state, "deepspeed_plugin", None) if trainer.is_deepspeed_enabled else None
+    return {
+        "deepspeed_zero_stage": plugin.zero_stage if plugin is not None else None,
+        "mixed_precision": str(state.mixed_precision),
+        "device": str(trainer.accelerator.device),
     }
