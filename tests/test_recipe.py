@@ -62,3 +62,13 @@ def test_override_syntax_errors():
     assert parse_overrides(["--lora.enabled", "true", "--lora.target-modules", "[q_proj]"]) == {
         "lora": {"enabled": True, "target_modules": ["q_proj"]}
     }
+
+
+def test_only_true_and_false_are_booleans():
+    """YAML 1.1 would turn `save_strategy: no` into False and fail inside TrainingArguments."""
+    recipe = load_recipe(
+        None, ["--training.save_strategy", "no", "--lora.enabled", "true", "--wandb.run_name", "off"]
+    )
+    assert recipe.training["save_strategy"] == "no"
+    assert recipe.lora.enabled is True
+    assert recipe.wandb.run_name == "off"

@@ -25,9 +25,18 @@ class RecipeError(ValueError):
 
 
 class _RecipeLoader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string; recipes mean a number."""
+    """YAML 1.2 scalars, as recipes mean them: ``1e-5`` (no dot) is a number, and only ``true``/``false`` are
+    booleans (YAML 1.1 also reads ``no``, ``yes``, ``on``, ``off`` as booleans, which turns
+    ``save_strategy: no`` into ``False``)."""
 
 
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _RecipeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
