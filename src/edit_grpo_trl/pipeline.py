@@ -263,8 +263,7 @@ class Pipeline:
 
     def _run_stage(self, stage: str, body: Callable[[], dict[str, Any] | None]) -> None:
         """One stage on this process: skip it if done, else run it and write its marker."""
-        if self._done(stage):
-            logger.info("stage %s: done already (%s), skipping", stage, self.layout.marker(stage))
+        if self._done_or_log(stage):
             return
         logger.info("stage %s: starting", stage)
         started = time.perf_counter()

@@ -45,15 +45,13 @@ def require_vllm(training: dict[str, Any]) -> None:
         ) from error
 
 
-def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: str | None = None):
-    """`EditGRPOConfig` from the recipe's ``training`` section, writing under ``output_dir``.
+def training_settings(recipe: PipelineRecipe, model_path: str | None = None) -> dict[str, Any]:
+    """The recipe's ``training`` section plus the defaults stage 2 fills in (saving, logging, CPU, W&B).
 
     Without an ``alignment_layer`` in the recipe, the alignment gradients are taken at the layer the
     stage-1 editor wrote, as its edit manifest records (the last one for MEMIT-style layer ranges).
     """
     import torch
-
-    from edit_grpo_trl.trainer.config import EditGRPOConfig
 
     settings = dict(recipe.training)
     require_vllm(settings)
@@ -77,7 +75,14 @@ def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: 
             os.environ.setdefault("WANDB_ENTITY", recipe.wandb.entity)
     else:
         settings.setdefault("report_to", "none")
-    return EditGRPOConfig(output_dir=str(output_dir), **settings)
+    return settings
+
+
+def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: str | None = None):
+    """`EditGRPOConfig` from :func:`training_settings`, writing under ``output_dir``."""
+    from edit_grpo_trl.trainer.config import EditGRPOConfig
+
+    return EditGRPOConfig(output_dir=str(output_dir), **training_settings(recipe, model_path))
 
 
 def build_peft_config(recipe: PipelineRecipe):
@@ -107,7 +112,7 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
 
     from edit_grpo_trl import baselines
 
-    settings = {key: getattr(args, key) for key in recipe.training} | _derived_settings(args)
+    settings = training_settings(recipe)  # the same settings EditGRPOConfig got, less PGAA's own
     if recipe.refinement == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
@@ -133,15 +138,6 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-
-
-def _derived_settings(args) -> dict[str, Any]:
-    """Settings build_training_config filled in (not in the recipe) that the baselines must share."""
-    keys = ("save_strategy", "save_steps", "save_total_limit", "logging_steps", "report_to", "run_name")
-    derived = {key: getattr(args, key) for key in keys}
-    if args.use_cpu:
-        derived |= {"use_cpu": True, "bf16": False}
-    return derived
 
 
 def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, Any]:
