@@ -237,15 +237,13 @@ def device_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
 
 
-def finished_keys(path: Path) -> set[tuple]:
-    if not path.is_file():
-        return set()
-    keys = set()
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            keys.add((row["size"], row["editor"], row["seed"], row["condition"]))
-    return keys
+def row_key(row: dict) -> tuple:
+    return (row["size"], row["editor"], row["seed"], row["condition"])
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The result rows of one JSONL file, in the order they were written."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def command_run(options) -> int:
@@ -267,12 +265,12 @@ def command_run(options) -> int:
         raise SystemExit("at least one trained condition is needed (stage 1 runs as part of the first one)")
     started = time.perf_counter()
     print(f"world {options.size}: {ensure_world_model(options.size)}", flush=True)
-    print(f"world ready after {time.perf_counter() - started:.0f} s on {device_name()}", flush=True)
-    done = finished_keys(results)
+    device = device_name()
+    print(f"world ready after {time.perf_counter() - started:.0f} s on {device}", flush=True)
+    done = {row_key(row) for row in read_rows(results)} if results.is_file() else set()
     pairs = [Pair(options.size, editor, seed) for editor in options.editors for seed in options.seeds]
     for pair in pairs:
         write_cases(pair, root / pair.key, options.num_cases)
-    device = device_name()
 
     def record(row: dict) -> None:
         row["device"] = device
@@ -335,12 +333,7 @@ REPORT_METRICS = (
 
 
 def load_rows(paths: list[str]) -> list[dict]:
-    rows: dict[tuple, dict] = {}
-    for path in paths:
-        for line in Path(path).read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[(row["size"], row["editor"], row["seed"], row["condition"])] = row  # the latest run wins
+    rows = {row_key(row): row for path in paths for row in read_rows(Path(path))}  # the latest run wins
     return list(rows.values())
 
 
