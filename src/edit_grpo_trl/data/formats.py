@@ -17,9 +17,11 @@ Formats (``format=`` names):
   QAEdit has no old object (``target_true`` is None).
 * ``cases``: this project's own JSON lines (:func:`edit_grpo_trl.data.cases.save_cases`).
 * ``world``: the generated knowledge world, by name: ``"world:<size>[:<seed>]"`` or ``"world:<model dir>"``.
+* ``facts:<bank>[:<seed>]`` (by name only): real-fact edit cases from a shipped fact bank
+  (:mod:`edit_grpo_trl.data.facts`), e.g. ``"facts:real"``.
 
-``format="auto"`` picks the format from the name (``world:``, ``knowedit:``) or from the first record's
-fields; a folder is read as KnowEdit.
+``format="auto"`` picks the format from the name (``world:``, ``facts:``, ``knowedit:``) or from the first
+record's fields; a folder is read as KnowEdit.
 """
 
 from __future__ import annotations
@@ -382,6 +384,14 @@ def _load_world(spec: str, limit: int | None) -> LoadedCases:
     return LoadedCases(cases=list(cases), source=spec, format="world")
 
 
+def _load_facts(spec: str, limit: int | None) -> LoadedCases:
+    """``facts:<bank>[:<seed>]``: real-fact edit cases drawn from a shipped fact bank."""
+    from edit_grpo_trl.data import facts  # lazy: reads the bank's YAML only when asked
+
+    bank, seed = facts.parse_facts_spec(spec)
+    return LoadedCases(cases=facts.fact_cases(bank, seed=seed, limit=limit), source=spec, format="facts")
+
+
 def load_edit_cases(
     path_or_name: str | Path,
     format: str = "auto",
@@ -402,6 +412,8 @@ def load_edit_cases(
     name = str(path_or_name)
     if format == "world" or (format == "auto" and name.startswith("world:")):
         return _load_world(name if name.startswith("world:") else f"world:{name}", limit)
+    if format == "auto" and name.startswith("facts:"):
+        return _load_facts(name, limit)
     if format in ("auto", "knowedit") and name.startswith("knowedit:"):
         # knowedit:<split>[:<partition>] from the Hub.
         _, hub_split, *rest = name.split(":")
