@@ -121,6 +121,20 @@ def test_zsre_mend_field_by_field():
         assert case.metadata["record_extra"]["pred"] == record["pred"]
 
 
+def test_zsre_mend_one_hop_portability_keeps_the_recalled_relation():
+    records = _raw("zsre_mend.json")
+    loaded = load_edit_cases(FIXTURES / "zsre_mend.json")
+    for record, case in zip(records, loaded, strict=True):
+        portability = record.get("portability")
+        probes = [(p.prompt, p.answers, p.key) for p in case.probes_of(ProbeKind.PORTABILITY)]
+        extra = case.metadata["record_extra"].get("portability")
+        if portability is None:
+            assert not probes and extra is None
+            continue
+        assert probes == [(portability["New Question"], (portability["New Answer"],), "one_hop")]
+        assert extra == {"Recalled Relation": portability["Recalled Relation"]}
+
+
 def test_format_detection():
     assert detect_format({"src": "q", "alt": "a", "subject": "s"}) == "zsre_mend"
     assert detect_format({"id": 1, "prompt": "q?", "target": "a", "subject": "s", "locality": []}) == "qaedit"

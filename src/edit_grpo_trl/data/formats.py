@@ -8,8 +8,10 @@ Formats (``format=`` names):
   ``locality_prompt``, ``locality_ground_truth``. Locality probes get the key ``"neighborhood"`` (EasyEdit's
   name for them).
 * ``zsre_mend``: the MEND/ROME ZsRE files EasyEdit reads with ``ZsreDataset`` (``zsre_mend_eval.json``):
-  ``subject``, ``src``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans`` and optionally
-  ``portability`` {``New Question``, ``New Answer``}. EasyEdit silently skips records whose ``alt`` is
+  ``subject``, ``src``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans`` (plus ``pred`` and
+  ``cond``, kept as extras) and, in EasyEdit's one-hop file ``zsre_mend_eval_portability_gpt4.json``,
+  ``portability`` {``New Question``, ``New Answer``, ``Recalled Relation``}: the question and answer
+  become a ``one_hop`` portability probe, the other keys stay in ``record_extra["portability"]``. EasyEdit silently skips records whose ``alt`` is
   empty; here they are invalid records (an error, or skipped and counted with ``skip_invalid``).
 * ``qaedit``: QAEdit from "The Mirage of Model Editing" (ACL 2025): ``id`` (an integer), ``source``
   (``NQ``, ``TQA``, ``SQA``), ``prompt`` (a question), ``target``, ``subject``, ``rephrase``, ``locality``
@@ -220,9 +222,12 @@ def zsre_mend_record_to_case(record: dict, index: int, file: str = "") -> tuple[
         record.get("loc"), record.get("loc_ans"), "loc", "loc_ans", ProbeKind.LOCALITY, NEIGHBORHOOD, stats
     )
     portability = record.get("portability")
+    portability_extra: dict[str, Any] = {}
     if portability is not None:
         if not isinstance(portability, dict):
             raise FieldError("portability", f"must be an object, got {type(portability).__name__}")
+        # EasyEdit's one-hop file also writes "Recalled Relation" (the fact the question chains through).
+        portability_extra = _extra(portability, {"New Question", "New Answer"})
         probes += _paired_probes(
             portability.get("New Question"),
             portability.get("New Answer"),
@@ -234,6 +239,8 @@ def zsre_mend_record_to_case(record: dict, index: int, file: str = "") -> tuple[
         )
     metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
     extra = _extra(record, _ZSRE_MEND_FIELDS)
+    if portability_extra:
+        extra["portability"] = portability_extra
     if extra:
         metadata["record_extra"] = extra
     case = _build_case(
