@@ -57,7 +57,8 @@ def test_qaedit_field_by_field():
     loaded = load_edit_cases(FIXTURES / "qaedit.json")
     assert loaded.format == "qaedit" and len(loaded) >= 10
     for record, case in zip(_raw("qaedit.json"), loaded, strict=True):
-        assert case.case_id == record["id"]
+        assert case.case_id == f"{record['source']}/{record['id']}"
+        assert case.metadata["qaedit_id"] == record["id"]
         assert (case.subject, case.prompt, case.target_new) == (
             record["subject"],
             record["prompt"],
@@ -74,6 +75,40 @@ def test_qaedit_field_by_field():
     assert not loaded[5].probes_of(ProbeKind.LOCALITY)
 
 
+def test_qaedit_ids_repeat_across_sources_but_not_within_one():
+    records = _raw("qaedit.json")
+    # As in the published QAEdit sample: the same id under two sources is two different questions.
+    assert len({r["id"] for r in records}) < len(records)
+    loaded = load_edit_cases(FIXTURES / "qaedit.json")
+    assert len({case.case_id for case in loaded}) == len(records)
+    assert [c.case_id for c in loaded if c.case_id.endswith("/3368")] == ["SQA/3368", "TQA/3368"]
+
+
+def test_qaedit_true_duplicate_names_file_index_and_id(tmp_path):
+    records = copy.deepcopy(_raw("qaedit.json"))
+    records[7].update(source=records[1]["source"], id=records[1]["id"])  # TQA/918 again
+    path = tmp_path / "qaedit.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(RecordError) as caught:
+        load_edit_cases(path)
+    assert (caught.value.file, caught.value.index, caught.value.field) == (str(path), 7, "id")
+    assert "'TQA/918'" in str(caught.value) and "record 1" in str(caught.value)
+    assert str(path) in str(caught.value) and "record 7" in str(caught.value)
+
+
+def test_qaedit_without_source_keeps_the_plain_id(tmp_path):
+    records = copy.deepcopy(_raw("qaedit.json"))[:3]
+    for record in records:
+        record.pop("source")
+    path = tmp_path / "qaedit.json"
+    path.write_text(json.dumps(records))
+    assert [c.case_id for c in load_edit_cases(path)] == [str(r["id"]) for r in records]
+    records[2]["id"] = records[0]["id"]
+    path.write_text(json.dumps(records))
+    with pytest.raises(RecordError, match=r"record 2, field 'id'.*repeats the case id of record 0"):
+        load_edit_cases(path)
+
+
 def test_zsre_mend_field_by_field():
     loaded = load_edit_cases(FIXTURES / "zsre_mend.json")
     assert loaded.format == "zsre_mend"
@@ -84,6 +119,20 @@ def test_zsre_mend_field_by_field():
         assert case.probes_of(ProbeKind.LOCALITY)[0].prompt.startswith("nq question: ")
         assert case.probes_of(ProbeKind.EVAL_GENERALIZATION)[0].prompt == record["rephrase"]
         assert case.metadata["record_extra"]["pred"] == record["pred"]
+
+
+def test_zsre_mend_one_hop_portability_keeps_the_recalled_relation():
+    records = _raw("zsre_mend.json")
+    loaded = load_edit_cases(FIXTURES / "zsre_mend.json")
+    for record, case in zip(records, loaded, strict=True):
+        portability = record.get("portability")
+        probes = [(p.prompt, p.answers, p.key) for p in case.probes_of(ProbeKind.PORTABILITY)]
+        extra = case.metadata["record_extra"].get("portability")
+        if portability is None:
+            assert not probes and extra is None
+            continue
+        assert probes == [(portability["New Question"], (portability["New Answer"],), "one_hop")]
+        assert extra == {"Recalled Relation": portability["Recalled Relation"]}
 
 
 def test_format_detection():
@@ -122,6 +171,7 @@ def test_folder_and_explicit_format_dispatch():
         ("qaedit.json", 3, lambda r: r["locality"][0].pop("loc_ans"), "locality[0].loc_ans"),
         ("qaedit.json", 1, lambda r: r.update(locality="nope"), "locality"),
         ("qaedit.json", 4, lambda r: r.pop("target"), "target"),
+        ("qaedit.json", 6, lambda r: r.update(source=["NQ"]), "source"),
         ("zsre_mend.json", 9, lambda r: r.update(alt=""), "alt"),
     ],
 )

@@ -148,10 +148,10 @@ def test_named_fields_feed_the_pool_and_evaluation_prompts_stay_out():
 
 def test_missing_fields_raise_or_give_nothing():
     cases = load_edit_cases(FIXTURES / "qaedit.json", limit=2)
-    with pytest.raises(ValueError, match=r"'qa-0'.*none of the fields \['paraphrases'\]"):
+    with pytest.raises(ValueError, match=r"'NQ/1104'.*none of the fields \['paraphrases'\]"):
         FieldPromptSource(("paraphrases",))(cases)
     result = build_training_pools(cases, [FieldPromptSource(("paraphrases",), missing="skip")])
-    assert result.report.cases_without_training == ["qa-0", "qa-1"]
+    assert result.report.cases_without_training == ["NQ/1104", "TQA/918"]
 
 
 def test_max_per_case_counts_existing_prompts():

@@ -8,13 +8,17 @@ Formats (``format=`` names):
   ``locality_prompt``, ``locality_ground_truth``. Locality probes get the key ``"neighborhood"`` (EasyEdit's
   name for them).
 * ``zsre_mend``: the MEND/ROME ZsRE files EasyEdit reads with ``ZsreDataset`` (``zsre_mend_eval.json``):
-  ``subject``, ``src``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans`` and optionally
-  ``portability`` {``New Question``, ``New Answer``}. EasyEdit silently skips records whose ``alt`` is
+  ``subject``, ``src``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans`` (plus ``pred`` and
+  ``cond``, kept as extras) and, in EasyEdit's one-hop file ``zsre_mend_eval_portability_gpt4.json``,
+  ``portability`` {``New Question``, ``New Answer``, ``Recalled Relation``}: the question and answer
+  become a ``one_hop`` portability probe, the other keys stay in ``record_extra["portability"]``. EasyEdit silently skips records whose ``alt`` is
   empty; here they are invalid records (an error, or skipped and counted with ``skip_invalid``).
-* ``qaedit``: QAEdit from "The Mirage of Model Editing" (ACL 2025): ``id``, ``source`` (NQ, TriviaQA,
-  SimpleQA), ``prompt`` (a question), ``target``, ``subject``, ``rephrase``, ``locality`` as a list of
-  ``{loc, loc_ans}``. Its reference code reads only the first locality item; we keep all of them.
-  QAEdit has no old object (``target_true`` is None).
+* ``qaedit``: QAEdit from "The Mirage of Model Editing" (ACL 2025): ``id`` (an integer), ``source``
+  (``NQ``, ``TQA``, ``SQA``), ``prompt`` (a question), ``target``, ``subject``, ``rephrase``, ``locality``
+  as a list of ``{loc, loc_ans}`` (five in the published sample). ``id`` is unique only within one source,
+  so the case id is ``"<source>/<id>"`` (the plain id for a record without ``source``); a repeated source
+  and id is an invalid record. Its reference code reads only the first locality item; we keep all of
+  them. QAEdit has no old object (``target_true`` is None).
 * ``cases``: this project's own JSON lines (:func:`edit_grpo_trl.data.cases.save_cases`).
 * ``world``: the generated knowledge world, by name: ``"world:<size>[:<seed>]"`` or ``"world:<model dir>"``.
 * ``facts:<bank>[:<seed>]`` (by name only): real-fact edit cases from a shipped fact bank
@@ -220,9 +224,12 @@ def zsre_mend_record_to_case(record: dict, index: int, file: str = "") -> tuple[
         record.get("loc"), record.get("loc_ans"), "loc", "loc_ans", ProbeKind.LOCALITY, NEIGHBORHOOD, stats
     )
     portability = record.get("portability")
+    portability_extra: dict[str, Any] = {}
     if portability is not None:
         if not isinstance(portability, dict):
             raise FieldError("portability", f"must be an object, got {type(portability).__name__}")
+        # EasyEdit's one-hop file also writes "Recalled Relation" (the fact the question chains through).
+        portability_extra = _extra(portability, {"New Question", "New Answer"})
         probes += _paired_probes(
             portability.get("New Question"),
             portability.get("New Answer"),
@@ -234,6 +241,8 @@ def zsre_mend_record_to_case(record: dict, index: int, file: str = "") -> tuple[
         )
     metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
     extra = _extra(record, _ZSRE_MEND_FIELDS)
+    if portability_extra:
+        extra["portability"] = portability_extra
     if extra:
         metadata["record_extra"] = extra
     case = _build_case(
@@ -286,13 +295,18 @@ def qaedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[Edi
         )
     stats.shape("ground_truth", parse_answers(None, "ground_truth")[1])
     metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
+    case_id = _case_id(record, "id", index)
     if "source" in record:
-        metadata["dataset"] = record["source"]
+        # QAEdit numbers its records within each source QA set, so the same id recurs across sources.
+        metadata["dataset"] = require_text(record, "source")
+        if "id" in record:
+            metadata["qaedit_id"] = record["id"]
+        case_id = f"{metadata['dataset']}/{case_id}"
     extra = _extra(record, _QAEDIT_FIELDS)
     if extra:
         metadata["record_extra"] = extra
     case = _build_case(
-        case_id=_case_id(record, "id", index),
+        case_id=case_id,
         subject=subject,
         prompt=prompt,
         target_new=target_new,
@@ -310,6 +324,10 @@ _CONVERTERS: dict[str, Callable[..., tuple[EditCase, RecordStats]]] = {
     "zsre_mend": zsre_mend_record_to_case,
     "qaedit": qaedit_record_to_case,
 }
+
+
+# The record field each format's case id comes from (named when two records share one).
+_ID_FIELDS = {"easyedit": "case_id", "zsre_mend": "case_id", "qaedit": "id"}
 
 
 def detect_format(record: Any) -> str | None:
@@ -360,7 +378,13 @@ def load_format_file(
         return converter(record, index, file=str(path))
 
     loaded = convert_records(
-        records, convert, file=path, format=format, skip_invalid=skip_invalid, limit=limit
+        records,
+        convert,
+        file=path,
+        format=format,
+        skip_invalid=skip_invalid,
+        limit=limit,
+        id_field=_ID_FIELDS[format],
     )
     logger.info("%s: %d %s case(s)", path, len(loaded), format)
     return loaded

@@ -245,8 +245,13 @@ def convert_records(
     split: str | None = None,
     skip_invalid: bool = False,
     limit: int | None = None,
+    id_field: str = "case_id",
 ) -> LoadedCases:
-    """Convert records in file order until ``limit`` cases; invalid ones raise, or are skipped and counted."""
+    """Convert records in file order until ``limit`` cases; invalid ones raise, or are skipped and counted.
+
+    A record whose case id repeats an earlier record's is invalid; the error names ``id_field`` (the record
+    field the id comes from) and both record indices.
+    """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     loaded = LoadedCases(cases=[], source=str(file), format=format, split=split)
@@ -260,7 +265,8 @@ def convert_records(
             case, stats = convert(record, index)
             if case.case_id in first_index_of:
                 raise FieldError(
-                    "case_id", f"{case.case_id!r} repeats the id of record {first_index_of[case.case_id]}"
+                    id_field,
+                    f"case id {case.case_id!r} repeats the case id of record {first_index_of[case.case_id]}",
                 )
         except FieldError as error:
             problem = RecordError(file, index, error.field, error.problem)
