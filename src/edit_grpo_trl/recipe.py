@@ -1,11 +1,13 @@
 """Recipes: one YAML file per model and editor, mapped onto typed settings dataclasses.
 
-A recipe has the sections ``model``, ``data``, ``editor``, ``training`` (the fields of
+A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
+:mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
 :class:`~edit_grpo_trl.trainer.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
 ``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.baselines`) and
 ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
-the key, where it was found, and the nearest valid key.
+the key, where it was found, and the nearest valid key; a value out of its range is an error that names the
+key and the range, raised when the recipe is read, before any stage runs.
 """
 
 from __future__ import annotations
@@ -13,15 +15,38 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from edit_grpo_trl.data.train_prompts import TrainPromptsConfig
+
 
 class RecipeError(ValueError):
     """A recipe file or override is malformed."""
+
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+PROMPT_STYLES = ("plain", "chat")
+LOCALITY_ANSWERS = ("model", "dataset")
+EDIT_MODES = ("sequential", "batch")
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _at_least(name: str, value: Any, minimum: float, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise ValueError(
+            f"{name} must be a number >= {minimum}{' or null' if optional else ''}, got {value!r}"
+        )
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -57,6 +82,11 @@ class ModelSettings:
     attn_implementation: str | None = None
     device: str | None = None  # None: CUDA when available, else CPU
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
+            raise ValueError(f"name_or_path must name a model, got {self.name_or_path!r}")
+        _one_of("dtype", self.dtype, DTYPES)
+
 
 @dataclass
 class DataSettings:
@@ -72,6 +102,19 @@ class DataSettings:
     num_locality: int = 1
     prompt_style: str = "plain"  # plain | chat
     locality_answers: str = "model"  # model | dataset
+    # Where the training paraphrases come from (real data holds only evaluation probes).
+    train_prompts: TrainPromptsConfig = field(default_factory=TrainPromptsConfig)
+    # A case without training prompts or locality probes: skip (left out of training, still evaluated;
+    # counted in the agt_data marker) | error.
+    on_missing: str = "skip"
+
+    def __post_init__(self) -> None:
+        _at_least("num_cases", self.num_cases, 1, optional=True)
+        _at_least("num_generalization", self.num_generalization, 0)
+        _at_least("num_locality", self.num_locality, 0)
+        _one_of("prompt_style", self.prompt_style, PROMPT_STYLES)
+        _one_of("locality_answers", self.locality_answers, LOCALITY_ANSWERS)
+        _one_of("on_missing", self.on_missing, ("skip", "error"))
 
 
 @dataclass
@@ -85,6 +128,11 @@ class EditorSettings:
     mode: str = "sequential"  # sequential | batch
     checkpoint: str | None = None
 
+    def __post_init__(self) -> None:
+        _one_of("mode", self.mode, EDIT_MODES)
+        if not isinstance(self.overrides, dict):
+            raise ValueError(f"overrides must be a mapping of hyperparameters, got {self.overrides!r}")
+
 
 @dataclass
 class EvaluationSettings:
@@ -95,6 +143,10 @@ class EvaluationSettings:
     teacher_forced: bool = True
     generation: bool = True
     fluency: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("max_new_tokens", self.max_new_tokens, 1)
 
 
 @dataclass
@@ -108,6 +160,16 @@ class LoraSettings:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
     )
+
+    def __post_init__(self) -> None:
+        _at_least("r", self.r, 1)
+        _at_least("alpha", self.alpha, 1e-12)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.target_modules or isinstance(self.target_modules, str):
+            raise ValueError(
+                f"target_modules must be a non-empty list of module names, got {self.target_modules!r}"
+            )
 
 
 @dataclass
@@ -169,20 +231,32 @@ def _check_keys(where: str, given, valid) -> None:
             raise RecipeError(f"{where}: unknown key {key!r}.{_nearest(key, valid)}{listing}")
 
 
+def _build_settings(settings_class: type, values: Any, where: str):
+    """A settings dataclass from a mapping: unknown keys, nested sections and bad values named."""
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where} must be a mapping, got {values!r}")
+    _check_keys(where, values, {f.name for f in dataclasses.fields(settings_class)})
+    hints = typing.get_type_hints(settings_class)
+    arguments = {}
+    for key, value in values.items():
+        if dataclasses.is_dataclass(hints[key]):  # a nested section, such as data.train_prompts
+            value = _build_settings(hints[key], value or {}, f"{where}.{key}")
+        arguments[key] = value
+    try:
+        return settings_class(**arguments)
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"{where}: {error}") from error
+
+
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> PipelineRecipe:
     """Typed settings from a recipe mapping; unknown keys anywhere are errors."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
     _check_keys(source, data, TOP_LEVEL)
-    sections = {}
-    for name, settings_class in SECTIONS.items():
-        values = data.get(name) or {}
-        if not isinstance(values, dict):
-            raise RecipeError(f"{source}: section {name!r} must be a mapping, got {values!r}")
-        _check_keys(
-            f"{source}: section {name!r}", values, {f.name for f in dataclasses.fields(settings_class)}
-        )
-        sections[name] = settings_class(**values)
+    sections = {
+        name: _build_settings(settings_class, data.get(name) or {}, f"{source}: section {name!r}")
+        for name, settings_class in SECTIONS.items()
+    }
     training = data.get("training") or {}
     if not isinstance(training, dict):
         raise RecipeError(f"{source}: section 'training' must be a mapping, got {training!r}")

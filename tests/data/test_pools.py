@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,13 @@ from edit_grpo_trl.data.pools import (
     GeneratedParaphraseSource,
     ParaphraseGenerationConfig,
     TemplatePromptSource,
+    TrainPromptsConfig,
+    build_pools_from_config,
     build_training_pools,
     filter_training_prompts,
     generate_texts,
     parse_paraphrase_lines,
+    sources_from_config,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -208,3 +212,49 @@ def test_sampled_generation_repeats_with_its_seed(tiny_lm):
     first = generate_texts(tiny_lm.model, tiny_lm.tokenizer, texts, config)
     torch.manual_seed(123)  # whatever the global state, the config's seed decides
     assert generate_texts(tiny_lm.model, tiny_lm.tokenizer, texts, config) == first
+
+
+def test_prompt_slot_frames_the_anchor_and_the_report_counts_each_source():
+    case = _case()
+    config = TrainPromptsConfig(
+        sources=["templates"],
+        templates=["Question: {prompt}\nAnswer:", "{prompt}", "Of {subject}: the mother tongue is Italian"],
+    )
+    result = build_pools_from_config([case], config)
+    training = [p.prompt for p in result.cases[0].probes_of(ProbeKind.TRAIN_GENERALIZATION)]
+    assert training == ["Question: The mother tongue of Anneliese Dorr is\nAnswer:"]
+    assert result.report.refused_by_source == {"templates": {ANCHOR: 1, STATES_NEW: 1}}
+    assert result.report.to_dict()["kept"] == {"templates": 1}
+
+
+def test_sources_from_config_keep_the_recipe_order_and_cap():
+    case = _case()
+    config = TrainPromptsConfig(
+        sources=["templates", "fields"],
+        fields=["extra"],
+        templates=["Q: {prompt} A:", "{subject} grew up speaking", "{subject} speaks natively"],
+        max_per_case=2,
+    )
+    extra = EditCase(**{**case.to_dict(), "probes": ()} | {"metadata": {"record_extra": {"extra": ["x"]}}})
+    sources = sources_from_config(config)
+    assert [source.name for source in sources] == ["templates", "fields"]
+    result = build_pools_from_config([extra], config)
+    assert len(result.cases[0].probes_of(ProbeKind.TRAIN_GENERALIZATION)) == 2
+    assert result.report.kept == {"templates": 2, "fields": 0}
+    with pytest.raises(ValueError, match="pre-edit model"):
+        sources_from_config(TrainPromptsConfig(sources=["generated"]))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sources": ["paraphrase"]}, "unknown training-prompt source 'paraphrase'"),
+        ({"sources": ["fields"]}, "needs train_prompts.fields"),
+        ({"sources": ["templates"], "templates": ["no slot here"]}, "neither a {subject} nor a {prompt}"),
+        ({"sources": ["templates", "templates"], "templates": ["{prompt}"]}, "listed twice"),
+        ({"max_per_case": 0}, "max_per_case must be >= 1"),
+    ],
+)
+def test_bad_train_prompt_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainPromptsConfig(**settings)

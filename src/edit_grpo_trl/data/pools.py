@@ -4,16 +4,19 @@ Three kinds of source, combinable:
 
 * :class:`FieldPromptSource`: prompts a data file already holds in fields the user names (for example a
   list of extra paraphrases); the loaders keep unmapped record fields in ``metadata["record_extra"]``.
-* :class:`TemplatePromptSource`: templates with a ``{subject}`` slot, one list for all cases, one list per
-  relation, or any callable ``case -> prompts`` (the knowledge world uses its training templates).
+* :class:`TemplatePromptSource`: templates with a ``{subject}`` slot (or a ``{prompt}`` slot, filled with
+  the anchor), one list for all cases, one list per relation, or any callable ``case -> prompts``.
 * :class:`GeneratedParaphraseSource`: paraphrases written at build time by a causal LM through its chat
   template (greedy or sampled), one paraphrase per output line.
 
 :func:`build_training_pools` runs the sources, then filters every candidate *before* any probe is built:
 normalized duplicates, the anchor itself, every evaluation probe of the case (held-out paraphrases,
 portability and locality prompts), prompts without the subject, and prompts that state the answer are
-refused and counted by reason. Evaluation probes therefore never enter training; :class:`EditCase` checks
-the disjointness once more when the case is rebuilt.
+refused and counted by source and reason. Evaluation probes therefore never enter training;
+:class:`EditCase` checks the disjointness once more when the case is rebuilt.
+
+:func:`sources_from_config` turns a recipe's :class:`~edit_grpo_trl.data.train_prompts.TrainPromptsConfig`
+into these sources.
 """
 
 from __future__ import annotations
@@ -31,10 +34,16 @@ from tqdm.auto import tqdm
 from edit_grpo_trl.answers import normalize_answer
 from edit_grpo_trl.data.agt import render_chat_prompt
 from edit_grpo_trl.data.cases import EVALUATION_KINDS, EditCase, Probe, ProbeKind
+from edit_grpo_trl.data.train_prompts import (
+    DEFAULT_PARAPHRASE_INSTRUCTION,
+    PROMPT_SLOT,
+    SUBJECT_SLOT,
+    ParaphraseGenerationConfig,
+    TrainPromptsConfig,
+    check_template,
+)
 
 logger = logging.getLogger(__name__)
-
-SUBJECT_SLOT = "{subject}"
 
 # Reasons a candidate training prompt is refused.
 EMPTY = "empty"
@@ -87,7 +96,7 @@ class FieldPromptSource:
 
 @dataclass(frozen=True)
 class TemplatePromptSource:
-    """Prompts from templates with a ``{subject}`` slot.
+    """Prompts from templates with a ``{subject}`` slot, or a ``{prompt}`` slot that takes the anchor.
 
     ``templates`` is one list for every case, a mapping ``relation -> list`` (cases whose relation has no
     entry get none), or a callable ``case -> prompts`` that returns finished prompts.
@@ -104,8 +113,7 @@ class TemplatePromptSource:
             if isinstance(templates, str):
                 raise TypeError(f"templates must be a list of strings, got the string {templates!r}")
             for template in templates:
-                if SUBJECT_SLOT not in template:
-                    raise ValueError(f"template {template!r} has no {SUBJECT_SLOT} slot")
+                check_template(template)
 
     def __call__(self, cases: Sequence[EditCase]) -> dict[str, list[str]]:
         result: dict[str, list[str]] = {}
@@ -118,38 +126,10 @@ class TemplatePromptSource:
             else:
                 templates = self.templates
             # replace, not str.format: templates may hold other braces.
-            result[case.case_id] = [t.replace(SUBJECT_SLOT, case.subject) for t in templates]
+            result[case.case_id] = [
+                t.replace(PROMPT_SLOT, case.prompt).replace(SUBJECT_SLOT, case.subject) for t in templates
+            ]
         return result
-
-
-DEFAULT_PARAPHRASE_INSTRUCTION = (
-    "Rewrite the following text in {n} different ways. Keep its meaning, keep the name "
-    '"{subject}" exactly as written, keep it unfinished in the same place if it is an unfinished '
-    "statement, and do not add the answer. Write one rewrite per line and nothing else.\n\n{prompt}"
-)
-
-
-@dataclass
-class ParaphraseGenerationConfig:
-    """How :class:`GeneratedParaphraseSource` asks the model. ``do_sample=False`` decodes greedily."""
-
-    num_paraphrases: int = 5
-    instruction: str = DEFAULT_PARAPHRASE_INSTRUCTION  # slots: {prompt}, {subject}, {n}
-    do_sample: bool = False
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    batch_size: int = 8
-    seed: int = 0
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.num_paraphrases < 1:
-            raise ValueError(f"num_paraphrases must be >= 1, got {self.num_paraphrases}")
-        if "{prompt}" not in self.instruction:
-            raise ValueError("the paraphrase instruction must contain a {prompt} slot")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("batch_size and max_new_tokens must be >= 1")
 
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,2}[.):]|[a-zA-Z][.)])\s+")
@@ -298,7 +278,17 @@ class PoolReport:
     candidates: Counter = field(default_factory=Counter)  # source name -> candidates offered
     kept: Counter = field(default_factory=Counter)  # source name -> prompts kept
     refused: Counter = field(default_factory=Counter)  # reason -> count
+    refused_by_source: dict[str, Counter] = field(default_factory=dict)  # source name -> reason -> count
     cases_without_training: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": dict(self.candidates),
+            "kept": dict(self.kept),
+            "refused": dict(self.refused),
+            "refused_by_source": {name: dict(reasons) for name, reasons in self.refused_by_source.items()},
+            "cases_without_training": list(self.cases_without_training),
+        }
 
 
 @dataclass
@@ -331,6 +321,7 @@ def build_training_pools(
             report.candidates[name] += len(candidates)
             kept, refused = filter_training_prompts(current, candidates, require_subject, reject_answer_leak)
             report.refused.update(refused)
+            report.refused_by_source.setdefault(name, Counter()).update(refused)
             if max_per_case is not None:
                 room = max(0, max_per_case - len(current.probes_of(ProbeKind.TRAIN_GENERALIZATION)))
                 kept = kept[:room]
@@ -341,15 +332,55 @@ def build_training_pools(
         if not current.probes_of(ProbeKind.TRAIN_GENERALIZATION):
             report.cases_without_training.append(case.case_id)
         result.append(current)
+    for name, _ in offered:
+        logger.info(
+            "training prompts from %s: kept %d of %d candidates; refused %s",
+            name,
+            report.kept[name],
+            report.candidates[name],
+            dict(report.refused_by_source.get(name, {})) or "none",
+        )
     logger.info(
-        "training pools: kept %s of %s candidates; refused %s; %d of %d case(s) without training prompts",
-        dict(report.kept),
-        dict(report.candidates),
-        dict(report.refused),
+        "training pools: %d of %d case(s) without training prompts",
         len(report.cases_without_training),
         len(cases),
     )
     return PoolResult(cases=result, report=report)
+
+
+def sources_from_config(config: TrainPromptsConfig, model=None, tokenizer=None) -> list[PromptSource]:
+    """The prompt sources a recipe's ``data.train_prompts`` names, in its order.
+
+    ``model`` and ``tokenizer`` (the pre-edit model) are needed only by the ``generated`` source.
+    """
+    sources: list[PromptSource] = []
+    for kind in config.sources:
+        if kind == "fields":
+            sources.append(FieldPromptSource(tuple(config.fields), missing=config.missing_fields))
+        elif kind == "templates":
+            sources.append(TemplatePromptSource(config.templates))
+        elif kind == "generated":
+            if model is None or tokenizer is None:
+                raise ValueError(
+                    "the 'generated' training-prompt source needs the pre-edit model and tokenizer"
+                )
+            sources.append(GeneratedParaphraseSource(model, tokenizer, config.paraphrases))
+        else:  # TrainPromptsConfig refuses unknown kinds; this guards a new kind added there only
+            raise ValueError(f"no prompt source for {kind!r}")
+    return sources
+
+
+def build_pools_from_config(
+    cases: Sequence[EditCase], config: TrainPromptsConfig, model=None, tokenizer=None
+) -> PoolResult:
+    """:func:`build_training_pools` with the sources and filters of ``config``."""
+    return build_training_pools(
+        cases,
+        sources_from_config(config, model, tokenizer),
+        max_per_case=config.max_per_case,
+        require_subject=config.require_subject,
+        reject_answer_leak=config.reject_answer_leak,
+    )
 
 
 __all__ = [
@@ -361,8 +392,11 @@ __all__ = [
     "PoolResult",
     "PromptSource",
     "TemplatePromptSource",
+    "TrainPromptsConfig",
+    "build_pools_from_config",
     "build_training_pools",
     "filter_training_prompts",
     "generate_texts",
     "parse_paraphrase_lines",
+    "sources_from_config",
 ]
