@@ -1,7 +1,9 @@
 """The pipeline: cases -> evaluate -> stage-1 edit -> evaluate -> AGT data -> Edit-GRPO -> evaluate -> report.
 
-Every stage writes its outputs under the run folder and, last, a ``<stage>.done.json`` marker with its
-timing. A rerun skips every stage whose marker exists (resume); ``force={"train"}`` redoes one. Training
+Before any stage runs, :func:`edit_grpo_trl.preflight.check_run` resolves and validates every setting the
+stages will need (editor layers, alignment module, training config, LoRA targets, data, training-prompt
+sources), so a mistake costs seconds. Every stage writes its outputs under the run folder and, last, a
+``<stage>.done.json`` marker with its timing. A rerun skips every stage whose marker exists (resume); ``force={"train"}`` redoes one. Training
 itself resumes from its last checkpoint. Nothing a finished stage wrote is overwritten unless forced,
 and the run folder may never be the source model's folder.
 
@@ -75,6 +77,10 @@ class RunLayout:
     @property
     def agt_dataset(self) -> Path:
         return self.root / "agt_dataset"
+
+    @property
+    def training_prompts(self) -> Path:
+        return self.root / "train_prompts.jsonl"
 
     @property
     def training(self) -> Path:
@@ -205,6 +211,10 @@ def load_model(path: str, recipe: PipelineRecipe):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = getattr(torch, recipe.model.dtype) if recipe.model.dtype != "auto" else "auto"
+    if _device(recipe) == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        # Half-precision matmuls on a CPU are several times slower than float32 (as training does there).
+        logger.info("model.dtype %s: no GPU, so models load in float32", recipe.model.dtype)
+        dtype = torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if recipe.model.attn_implementation:
         kwargs["attn_implementation"] = recipe.model.attn_implementation
@@ -251,6 +261,16 @@ class Pipeline:
         # A world model is pretrained (or found) once, by the main process; the others use its path.
         self.base_model_path = self.processes.on_main("resolving the model", self._resolve_model)
         self._wandb_run = None
+        # Every setting the stages will need, checked now: a mistake costs seconds, not a stage-1 run.
+        self.preflight = self.processes.on_main("checking the recipe", self._preflight)
+
+    def _preflight(self):
+        from edit_grpo_trl.preflight import check_run
+
+        return check_run(self.recipe, self.base_model_path, self.layout, self._cases_for_checks, self._done)
+
+    def _cases_for_checks(self):
+        return self.cases() if self._done("cases") else self._load_source_cases()
 
     def _resolve_model(self) -> str:
         path = resolve_model_path(self.recipe.model.name_or_path, self.recipe.model.device)
@@ -343,12 +363,11 @@ class Pipeline:
 
         return load_cases(self.layout.cases)
 
-    def stage_cases(self) -> dict[str, Any]:
-        from edit_grpo_trl.data.cases import save_cases
+    def _load_source_cases(self):
         from edit_grpo_trl.data.formats import load_edit_cases
 
         data = self.recipe.data
-        cases = list(
+        return list(
             load_edit_cases(
                 data.source,
                 format=data.format,
@@ -357,6 +376,11 @@ class Pipeline:
                 skip_invalid=data.skip_invalid,
             )
         )
+
+    def stage_cases(self) -> dict[str, Any]:
+        from edit_grpo_trl.data.cases import save_cases
+
+        cases = self._load_source_cases()
         save_cases(cases, self.layout.cases)
         return {"cases": len(cases)}
 
@@ -442,16 +466,52 @@ class Pipeline:
             prompt_style=data.prompt_style,
             locality_answers=data.locality_answers,
             seed=data.seed,
+            on_missing=data.on_missing,
         )
         model = tokenizer = None
-        if data.locality_answers == "model" or data.prompt_style == "chat":
+        if data.locality_answers == "model" or data.prompt_style == "chat" or data.train_prompts.needs_model:
             model, tokenizer = load_model(self.base_model_path, self.recipe)  # the PRE-edit model
-        records = build_agt_records(self.cases(), config, tokenizer=tokenizer, model=model)
+        cases = self.cases()
+        summary: dict[str, Any] = {}
+        if data.train_prompts.enabled:
+            cases, summary["train_prompts"] = self._training_pools(cases, model, tokenizer)
+        records = build_agt_records(cases, config, tokenizer=tokenizer, model=model)
         dataset = datasets.Dataset.from_list(records.rows, features=agt_features(data.prompt_style))
         if self.layout.agt_dataset.exists():
             shutil.rmtree(self.layout.agt_dataset)
         dataset.save_to_disk(str(self.layout.agt_dataset))
-        return {"rows": len(dataset), "report": vars(records.report)}
+        return {"rows": len(dataset), "report": vars(records.report), **summary}
+
+    def _training_pools(self, cases, model, tokenizer):
+        """The cases with training prompts from ``data.train_prompts``; the pool is written for inspection."""
+        from edit_grpo_trl.data.cases import ProbeKind
+        from edit_grpo_trl.data.pools import build_pools_from_config
+
+        settings = self.recipe.data.train_prompts
+        pooled = build_pools_from_config(cases, settings, model=model, tokenizer=tokenizer)
+        report = pooled.report.to_dict()
+        path = self.layout.training_prompts
+        temporary = path.with_name(path.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            for case in pooled.cases:
+                prompts = [probe.prompt for probe in case.probes_of(ProbeKind.TRAIN_GENERALIZATION)]
+                handle.write(
+                    json.dumps({"case_id": case.case_id, "prompts": prompts}, ensure_ascii=False) + "\n"
+                )
+        temporary.replace(path)
+        lacking = pooled.report.cases_without_training
+        if (
+            lacking
+            and self.recipe.data.num_generalization
+            and (self.recipe.data.on_missing == "error" or len(lacking) == len(cases))
+        ):
+            raise RecipeError(
+                f"{len(lacking)} of {len(cases)} case(s) got no training prompt from data.train_prompts "
+                f"(first: {lacking[0]!r}); offered {report['candidates']}, kept {report['kept']}, refused "
+                f"{report['refused_by_source']}. Add a source (templates with a {{prompt}} slot always yield "
+                f"prompts), relax the filters, or set data.on_missing: skip. The pool so far: {path}"
+            )
+        return pooled.cases, report
 
     def stage_train(self) -> dict[str, Any]:
         from edit_grpo_trl.training import run_training

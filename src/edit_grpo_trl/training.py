@@ -66,7 +66,12 @@ def training_settings(recipe: PipelineRecipe, model_path: str | None = None) -> 
     settings.setdefault("logging_steps", 1)
     if not torch.cuda.is_available():
         settings.setdefault("use_cpu", True)
-        settings.setdefault("bf16", False)  # GRPOConfig's default bf16 autocast is slow and lossy on a CPU
+        # bf16/fp16 autocast on a CPU is slow (generation alone runs ~5x slower) and lossy: a recipe written
+        # for GPUs, run here to try it out, trains in float32 instead.
+        for precision in ("bf16", "fp16"):
+            if settings.get(precision):
+                logger.warning("training.%s is set but there is no GPU: stage 2 trains in float32", precision)
+            settings[precision] = False
     if recipe.wandb.project:
         settings.setdefault("report_to", ["wandb"])
         settings.setdefault("run_name", recipe.wandb.run_name)
@@ -78,11 +83,18 @@ def training_settings(recipe: PipelineRecipe, model_path: str | None = None) -> 
     return settings
 
 
-def build_training_config(recipe: PipelineRecipe, output_dir: Path, model_path: str | None = None):
-    """`EditGRPOConfig` from :func:`training_settings`, writing under ``output_dir``."""
+def build_training_config(
+    recipe: PipelineRecipe,
+    output_dir: Path,
+    model_path: str | None = None,
+    extra: dict[str, Any] | None = None,
+):
+    """`EditGRPOConfig` from :func:`training_settings` (plus ``extra``), writing under ``output_dir``."""
     from edit_grpo_trl.trainer.config import EditGRPOConfig
 
-    return EditGRPOConfig(output_dir=str(output_dir), **training_settings(recipe, model_path))
+    return EditGRPOConfig(
+        output_dir=str(output_dir), **{**training_settings(recipe, model_path), **(extra or {})}
+    )
 
 
 def build_peft_config(recipe: PipelineRecipe):

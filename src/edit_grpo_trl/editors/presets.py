@@ -18,6 +18,7 @@ validates every layer and module name against the model's config before any weig
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +30,8 @@ import yaml
 from edit_grpo_trl.editors.arch import EditorConfigError, architecture_for, num_layers
 from edit_grpo_trl.editors.base import EditorHParams
 from edit_grpo_trl.editors.registry import canonical_editor_name, editor_class
+
+logger = logging.getLogger(__name__)
 
 # Config fields a preset may pin, and the names they go by in GPT-2-style configs.
 _MODEL_FIELDS = {
@@ -109,17 +112,27 @@ def load_hparams_file(path: str | Path, editor: str | None = None) -> HParamsFil
     return HParamsFile(editor=name, hparams=hparams, model=dict(model), source=str(path))
 
 
-def check_model_block(hparams_file: HParamsFile, config) -> None:
-    """The preset's ``model:`` block must match the config (type, depth, width)."""
+def check_model_block(hparams_file: HParamsFile, config, layers_chosen: bool = False) -> None:
+    """The preset's ``model:`` block must match the config (type, depth, width).
+
+    With ``layers_chosen`` (the user overrode ``layers`` for this model), another depth or width is only
+    logged: the layers, the one setting tied to depth, are then checked against the model itself.
+    """
     arch = architecture_for(config)
     for name, expected in hparams_file.model.items():
         if name == "name":
             continue
         actual = getattr(config, "model_type", None) if name == "model_type" else _config_value(config, name)
         if actual != expected:
-            raise EditorConfigError(
+            message = (
                 f"{hparams_file.source}: written for {name}={expected!r}, but the model ({arch.family}, "
                 f"{num_layers(config)} layers) has {name}={actual!r}"
+            )
+            if layers_chosen and name != "model_type":
+                logger.warning("%s; using it with the layers you chose", message)
+                continue
+            raise EditorConfigError(
+                f"{message}; pick a preset for this model, or set editor.overrides.layers"
             )
 
 
@@ -171,6 +184,6 @@ def resolve_hparams(
     if overrides:
         merged = {**loaded.hparams.to_dict(), **dict(overrides)}
         loaded.hparams = editor_class(editor).hparams_class.from_dict(merged, source=f"{path} + overrides")
-    check_model_block(loaded, config)
+    check_model_block(loaded, config, layers_chosen="layers" in (overrides or {}))
     loaded.hparams.validate(config)
     return loaded

@@ -11,6 +11,24 @@ from edit_grpo_trl.trainer.rewards import DEFAULT_REWARD_FUNCTIONS, resolve_rewa
 
 ANCHOR_DIRECTIONS = ("target", "anchor_samples")
 
+# (field, smallest allowed value, whether None is allowed): the sizes and rates GRPO divides or samples by.
+_RANGES = (
+    ("num_generations", 2, True),  # a group of one has no spread to normalize by
+    ("per_device_train_batch_size", 1, False),
+    ("gradient_accumulation_steps", 1, False),
+    ("steps_per_generation", 1, True),
+    ("generation_batch_size", 1, True),
+    ("max_completion_length", 1, True),
+    ("max_prompt_length", 1, True),
+    ("num_iterations", 1, False),
+    ("learning_rate", 0.0, False),
+    ("beta", 0.0, False),
+    ("temperature", 1e-6, False),
+    ("logging_steps", 0.0, False),
+    ("save_steps", 0.0, False),
+    ("num_train_epochs", 0.0, False),
+)
+
 
 @dataclass
 class EditGRPOConfig(GRPOConfig):
@@ -78,6 +96,7 @@ class EditGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        self._check_ranges()  # before GRPOConfig's own arithmetic (num_generations 0 divides by zero there)
         super().__post_init__()
         if not isinstance(self.alignment_coef, int | float) or not math.isfinite(self.alignment_coef):
             raise ValueError(f"alignment_coef must be a finite number, got {self.alignment_coef!r}")
@@ -107,3 +126,15 @@ class EditGRPOConfig(GRPOConfig):
                 f"'sum_then_normalize', got {self.multi_objective_aggregation!r}"
             )
         resolve_reward_functions(self.agt_reward_funcs)  # an unknown name fails here, not mid-training
+
+    def _check_ranges(self) -> None:
+        for name, minimum, optional in _RANGES:
+            value = getattr(self, name, None)
+            if value is None and (optional or not hasattr(self, name)):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
+                raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
+        if not (self.max_steps == -1 or self.max_steps >= 1):
+            raise ValueError(
+                f"max_steps must be >= 1 (or -1: train num_train_epochs), got {self.max_steps!r}"
+            )

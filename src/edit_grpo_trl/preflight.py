@@ -1,0 +1,249 @@
+"""Checks before the first stage: every setting the run will need, resolved and validated in seconds.
+
+A wrong layer index, module name, training setting, data field or prompt source would otherwise surface
+only when its stage starts, after stage 1 and two evaluations of a large model. :func:`check_run` reads
+the model's config (no weights: the module tree is built on the ``meta`` device), the data and the
+recipe, and raises one :class:`~edit_grpo_trl.recipe.RecipeError` that lists every problem it found.
+
+Checks that belong to a finished stage are skipped, so a resumed run is not refused for a setting it no
+longer uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
+
+if TYPE_CHECKING:
+    from edit_grpo_trl.pipeline import RunLayout
+
+logger = logging.getLogger(__name__)
+
+# peft's shorthand for every linear layer but the output head.
+ALL_LINEAR = "all-linear"
+
+
+@dataclass
+class Preflight:
+    """What the checks resolved (for the log and the tests) and the problems they found."""
+
+    problems: list[str] = field(default_factory=list)
+    num_layers: int | None = None
+    edited_layers: list[int] = field(default_factory=list)
+    alignment_layer: int | None = None
+    cases: int | None = None
+
+    def fail(self, what: str, error: BaseException | str) -> None:
+        self.problems.append(f"{what}: {error}")
+
+
+def _model_config(path: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path)
+
+
+def _meta_model(config):
+    """The model's module tree without weights (the ``meta`` device allocates nothing)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _check_editor(recipe: PipelineRecipe, config, model_path: str, result: Preflight) -> None:
+    editor = recipe.editor
+    if editor.name == "none":
+        return
+    if editor.name == "external":
+        from edit_grpo_trl.editors.checkpoint import load_edited
+
+        if not editor.checkpoint:
+            result.fail("editor", "name is 'external' but editor.checkpoint names no edited checkpoint")
+            return
+        try:
+            result.edited_layers = list(load_edited(editor.checkpoint).manifest.layers or [])
+        except Exception as error:  # CheckpointError and friends: each names the file
+            result.fail("editor.checkpoint", error)
+        return
+    from edit_grpo_trl.editors.corpus import parse_corpus
+    from edit_grpo_trl.editors.presets import resolve_hparams
+
+    try:
+        loaded = resolve_hparams(editor.name, config, editor.hparams, editor.overrides, model_dir=model_path)
+    except Exception as error:  # unknown editor, bad preset, layer past the model: each says what to change
+        result.fail(f"editor {editor.name!r} (hparams {editor.hparams or 'default'})", error)
+        return
+    result.edited_layers = list(loaded.hparams.layers)
+    corpus = getattr(loaded.hparams, "mom2_dataset", None)
+    if corpus:
+        spec = parse_corpus(corpus)
+        missing = [str(path) for path in spec.paths if not path.is_file()]
+        if missing:
+            result.fail(f"editor {editor.name!r} mom2_dataset", f"no corpus file at {', '.join(missing)}")
+
+
+def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result: Preflight) -> None:
+    """The stage-2 config as training will build it, the alignment module, and the case-batch shape."""
+    from edit_grpo_trl.trainer.layer_features import resolve_alignment_module
+    from edit_grpo_trl.training import build_training_config
+
+    overrides: dict[str, Any] = {}
+    if recipe.training.get("alignment_layer") is None and result.edited_layers:
+        overrides["alignment_layer"] = max(result.edited_layers)  # what training reads from the manifest
+    try:
+        args = build_training_config(recipe, output_dir, extra=overrides)
+    except (ValueError, TypeError, ZeroDivisionError) as error:
+        result.fail("training", error)
+        return
+    result.alignment_layer = args.alignment_layer
+    if args.alignment_layer is not None and args.alignment_coef != 0:
+        try:
+            resolve_alignment_module(meta_model, args.alignment_layer, args.alignment_module)
+        except ValueError as error:
+            result.fail("training.alignment_layer / alignment_module", error)
+    rows_per_case = 1 + recipe.data.num_generalization + recipe.data.num_locality
+    prompts_per_batch = args.generation_batch_size // args.num_generations
+    if prompts_per_batch % rows_per_case:
+        result.fail(
+            "training",
+            f"a generation batch holds {prompts_per_batch} prompts (generation_batch_size="
+            f"{args.generation_batch_size} / num_generations={args.num_generations}), not a whole number of cases "
+            f"of {rows_per_case} prompts (1 anchor + data.num_generalization + data.num_locality); make "
+            f"per_device_train_batch_size x steps_per_generation a multiple of {rows_per_case * args.num_generations}",
+        )
+
+
+def _check_lora(recipe: PipelineRecipe, meta_model, result: Preflight) -> None:
+    if not recipe.lora.enabled:
+        return
+    names = [name for name, _ in meta_model.named_modules()]
+    for target in recipe.lora.target_modules:
+        if target == ALL_LINEAR:
+            continue
+        if not any(name == target or name.endswith(f".{target}") for name in names):
+            linear = sorted(
+                {
+                    name.rsplit(".", 1)[-1]
+                    for name, m in meta_model.named_modules()
+                    if isinstance(m, torch.nn.Linear)
+                }
+            )
+            result.fail(
+                "lora.target_modules",
+                f"no module named {target!r} in the model; its linear modules: {', '.join(linear)}",
+            )
+
+
+def _check_data(recipe: PipelineRecipe, cases: list, tokenizer, result: Preflight) -> None:
+    from edit_grpo_trl.data.cases import ProbeKind
+    from edit_grpo_trl.data.pools import FieldPromptSource
+
+    data, pools = recipe.data, recipe.data.train_prompts
+    result.cases = len(cases)
+    if not cases:
+        result.fail("data.source", f"{data.source} holds no edit cases")
+        return
+    lacking = [case.case_id for case in cases if not case.probes_of(ProbeKind.LOCALITY)]
+    if data.num_locality and lacking:
+        message = f"{len(lacking)} of {len(cases)} case(s) have no locality probe (first: {lacking[0]!r})"
+        if data.on_missing == "error" or len(lacking) == len(cases):
+            result.fail("data.num_locality", f"{message}; set data.num_locality: 0 or data.on_missing: skip")
+        else:
+            logger.warning("%s: they are left out of training (data.on_missing: skip)", message)
+    if data.num_generalization and not pools.enabled:
+        lacking = [case.case_id for case in cases if not case.probes_of(ProbeKind.TRAIN_GENERALIZATION)]
+        if lacking:
+            result.fail(
+                "data.train_prompts",
+                f"{len(lacking)} of {len(cases)} case(s) bring no training prompts (first: {lacking[0]!r}) and "
+                "data.train_prompts names no source to build them from; add sources, e.g. "
+                "sources: [generated, templates] with templates: ['Question: {prompt}\\nAnswer:']",
+            )
+    if "fields" in pools.sources and pools.missing_fields == "error":
+        try:
+            FieldPromptSource(tuple(pools.fields), missing="error")(cases)
+        except ValueError as error:
+            result.fail("data.train_prompts.fields", error)
+    if "templates" in pools.sources and isinstance(pools.templates, dict):
+        relations = {case.relation for case in cases}
+        if not relations & set(pools.templates):
+            result.fail(
+                "data.train_prompts.templates",
+                f"templates are keyed by relation ({', '.join(sorted(pools.templates))}) but no case has one of "
+                f"those relations (theirs: {sorted(str(r) for r in relations)})",
+            )
+    if (pools.needs_model or data.prompt_style == "chat") and tokenizer is not None:
+        if not getattr(tokenizer, "chat_template", None):
+            why = "prompt_style: chat" if data.prompt_style == "chat" else "the 'generated' prompt source"
+            result.fail("model", f"{why} needs a tokenizer with a chat template, and this model's has none")
+
+
+def check_run(
+    recipe: PipelineRecipe,
+    model_path: str,
+    layout: RunLayout,
+    load_cases: Callable[[], list],
+    done: Callable[[str], bool],
+) -> Preflight:
+    """Every check whose stage has not run yet; raises :class:`RecipeError` listing all problems found.
+
+    ``load_cases`` returns the run's edit cases (read from the data source, or the saved ones);
+    ``done(stage)`` says whether a stage has finished (its checks are then skipped).
+    """
+    from transformers import AutoTokenizer
+
+    result = Preflight()
+    try:
+        config = _model_config(model_path)
+    except Exception as error:  # no such folder or Hub id, or no network: nothing else can be checked
+        raise RecipeError(
+            f"model.name_or_path: cannot read the model's config at {model_path!r}: {error}"
+        ) from error
+    from edit_grpo_trl.trainer.layer_features import count_decoder_layers
+
+    meta_model = _meta_model(config)
+    result.num_layers = count_decoder_layers(meta_model)
+    if recipe.editor.name in ("none", "external") or not done("edit"):
+        _check_editor(recipe, config, model_path, result)
+    else:  # stage 1 ran: training takes the layer its manifest records
+        from edit_grpo_trl.training import edited_layer
+
+        layer = edited_layer(str(layout.edited_model))
+        result.edited_layers = [layer] if layer is not None else []
+    if not done("train"):
+        _check_training(recipe, meta_model, layout.training, result)
+        _check_lora(recipe, meta_model, result)
+    if not done("agt_data"):
+        tokenizer = None
+        if recipe.data.train_prompts.needs_model or recipe.data.prompt_style == "chat":
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(model_path)
+            except Exception as error:
+                result.fail("model", f"cannot load the tokenizer of {model_path!r}: {error}")
+        try:
+            cases = load_cases()
+        except Exception as error:  # DataFileError, RecordError, ...: each names the file and record
+            result.fail(f"data.source {recipe.data.source!r}", error)
+        else:
+            _check_data(recipe, cases, tokenizer, result)
+    if result.problems:
+        listing = "\n".join(f"  - {problem}" for problem in result.problems)
+        raise RecipeError(
+            f"the recipe cannot run ({len(result.problems)} problem(s)), nothing was started:\n{listing}"
+        )
+    logger.info(
+        "preflight: %d decoder layers, editor layers %s, alignment layer %s, %s case(s): settings fit",
+        result.num_layers,
+        result.edited_layers or "-",
+        result.alignment_layer,
+        result.cases if result.cases is not None else "saved",
+    )
+    return result
