@@ -35,7 +35,9 @@ def test_recipe_parses_and_fits_its_model(path):
         config = AutoConfig.for_model(values.pop("model_type"), **values)
         num_layers = count_decoder_layers(type("M", (), {"config": config})())
         assert all(0 <= layer < num_layers for layer in layers)
-        assert recipe.training["alignment_layer"] == max(layers)  # the layer the editor wrote
-        assert 0 <= recipe.training["alignment_layer"] < num_layers
-    else:  # a knowledge world: the alignment layer comes from the edit manifest
-        assert "alignment_layer" not in recipe.training
+        # Real data holds no training paraphrases: every real-model recipe builds a pool, with a source
+        # (templates with a {prompt} slot) that yields prompts for any case.
+        assert "templates" in recipe.data.train_prompts.sources
+        assert any("{prompt}" in template for template in recipe.data.train_prompts.templates)
+    # The alignment layer is never written down twice: it comes from the editor (its edit manifest).
+    assert "alignment_layer" not in recipe.training
