@@ -126,3 +126,15 @@ def test_one_wandb_run_per_pipeline_holds_training_and_report(tmp_path, tiny_wor
     assert run_dirs[0].name.endswith(run_id)
     run_pipeline(recipe(tmp_path, "--wandb.project", "edit-grpo-test"), force={"report"})
     assert len(run_dirs) == 2 and run_dirs[1].name.endswith(run_id)  # the rerun resumed the same W&B run
+
+
+def test_keep_known_filters_the_whole_source_before_cutting(tmp_path, tiny_world):
+    pipeline = Pipeline(recipe(tmp_path, "--data.keep_known", "true", "--data.num_cases", "3"))
+    summary = pipeline.stage_cases()
+    known = summary["known"]
+    report = json.loads((tmp_path / "run" / "known_cases.json").read_text())
+    # Every case of the tiny world was offered; the model states most of its facts; three are kept.
+    assert known["offered"] == report["cases"] > 3 and known["known"] == report["kept"] >= 3
+    assert summary["cases"] == known["kept"] == 3 == len(pipeline.cases())
+    kept_ids = [case.case_id for case in pipeline.cases()]
+    assert all(report["relations"]) and len(set(kept_ids)) == 3

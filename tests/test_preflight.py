@@ -124,3 +124,10 @@ def test_an_earlier_run_is_left_as_it_was(tiny_qwen3, tmp_path):
     with pytest.raises(RecipeError):
         Pipeline(recipe(tiny_qwen3, run, training={"num_generations": 0}))
     assert json.loads((run / "recipe.json").read_text()) == {"earlier": True}
+
+
+def test_keep_known_needs_an_old_answer(tiny_qwen3, tmp_path):
+    message = refused(
+        tiny_qwen3, tmp_path / "run", data={"source": str(FIXTURES / "qaedit.json"), "keep_known": True}
+    )
+    assert "no old answer to check the model against" in message

@@ -372,7 +372,8 @@ class Pipeline:
                 data.source,
                 format=data.format,
                 split=data.split,
-                limit=data.num_cases,
+                # keep_known filters the whole source first, then cuts to num_cases
+                limit=None if data.keep_known else data.num_cases,
                 skip_invalid=data.skip_invalid,
             )
         )
@@ -381,8 +382,35 @@ class Pipeline:
         from edit_grpo_trl.data.cases import save_cases
 
         cases = self._load_source_cases()
+        summary: dict[str, Any] = {}
+        if self.recipe.data.keep_known:
+            cases, summary["known"] = self._known_cases(cases)
         save_cases(cases, self.layout.cases)
-        return {"cases": len(cases)}
+        return {"cases": len(cases), **summary}
+
+    def _known_cases(self, cases):
+        """The cases the pre-edit model already answers right, cut to num_cases; the recall report is saved."""
+        from edit_grpo_trl.data.facts.recall import filter_known_cases
+
+        data = self.recipe.data
+        model, tokenizer = load_model(self.base_model_path, self.recipe)
+        kept, report = filter_known_cases(
+            model,
+            tokenizer,
+            cases,
+            heldout_share=data.known_heldout_share,
+            batch_size=self.recipe.evaluation.batch_size,
+        )
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        (self.layout.root / "known_cases.json").write_text(json.dumps(report.to_dict(), indent=2))
+        logger.info("pre-edit recall:\n%s", report.format())
+        if not kept:
+            raise RecipeError(
+                f"data.keep_known: the model states none of the {len(cases)} old facts of {data.source}; "
+                f"per template: {self.layout.root / 'known_cases.json'}"
+            )
+        chosen = kept[: data.num_cases] if data.num_cases else kept
+        return chosen, {"offered": len(cases), "known": len(kept), "kept": len(chosen)}
 
     @property
     def edited_model_path(self) -> str:

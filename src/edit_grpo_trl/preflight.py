@@ -151,6 +151,14 @@ def _check_data(recipe: PipelineRecipe, cases: list, tokenizer, result: Prefligh
     if not cases:
         result.fail("data.source", f"{data.source} holds no edit cases")
         return
+    if data.keep_known:
+        unknowable = [case.case_id for case in cases if not case.target_true]
+        if unknowable:
+            result.fail(
+                "data.keep_known",
+                f"{len(unknowable)} of {len(cases)} case(s) have no old answer to check the model against "
+                f"(first: {unknowable[0]!r}); this source cannot be filtered by pre-edit recall",
+            )
     lacking = [case.case_id for case in cases if not case.probes_of(ProbeKind.LOCALITY)]
     if data.num_locality and lacking:
         message = f"{len(lacking)} of {len(cases)} case(s) have no locality probe (first: {lacking[0]!r})"

@@ -107,6 +107,10 @@ class DataSettings:
     # A case without training prompts or locality probes: skip (left out of training, still evaluated;
     # counted in the agt_data marker) | error.
     on_missing: str = "skip"
+    # Keep only the cases whose old fact the pre-edit model states (greedy, through the anchor and at least
+    # this share of the held-out prompts), before num_cases cuts: an edit of an unknown fact measures nothing.
+    keep_known: bool = False
+    known_heldout_share: float = 1.0
 
     def __post_init__(self) -> None:
         _at_least("num_cases", self.num_cases, 1, optional=True)
@@ -115,6 +119,8 @@ class DataSettings:
         _one_of("prompt_style", self.prompt_style, PROMPT_STYLES)
         _one_of("locality_answers", self.locality_answers, LOCALITY_ANSWERS)
         _one_of("on_missing", self.on_missing, ("skip", "error"))
+        if not 0 <= self.known_heldout_share <= 1:
+            raise ValueError(f"known_heldout_share must be in [0, 1], got {self.known_heldout_share!r}")
 
 
 @dataclass
