@@ -247,9 +247,13 @@ def _hub_cached_snapshot(hub_id: str) -> Path | None:
 
 
 def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set now: huggingface_hub reads it once, at import."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        (flag or "").strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags
+    )
 
 
 def hub_reachable(timeout: float = HUB_CHECK_SECONDS) -> bool:
