@@ -212,10 +212,24 @@ def fact_cases() -> list[EditCase]:
                 target_new=(new,),
                 target_true=true,
                 probes=tuple(probes),
+                relation=prompt.replace(subject, "{}"),
                 source="layer_sweep",
             )
         )
     return cases
+
+
+def spread_over_relations(cases: list[EditCase], limit: int) -> list[EditCase]:
+    """Up to ``limit`` cases taken round-robin over relations, so a short sweep is not all capitals."""
+    by_relation: dict[str, list[EditCase]] = {}
+    for case in cases:
+        by_relation.setdefault(case.relation or "", []).append(case)
+    chosen: list[EditCase] = []
+    while len(chosen) < limit and any(by_relation.values()):
+        for group in by_relation.values():
+            if group and len(chosen) < limit:
+                chosen.append(group.pop(0))
+    return chosen
 
 
 def token_accuracy(pairs: list[tuple[list[int], list[int]]]) -> list[float]:
@@ -326,7 +340,7 @@ def main() -> None:
         )
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    cases = known_cases(model, tokenizer, fact_cases())[: options.facts]
+    cases = spread_over_relations(known_cases(model, tokenizer, fact_cases()), options.facts)
     if not cases:
         raise SystemExit("the model knows none of the sweep's facts")
 

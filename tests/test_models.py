@@ -141,3 +141,19 @@ def test_second_fetch_finds_the_folder(converted):
     again = fetch_model("smollm2-135m", cache_dir=converted.parent)
     assert again == converted and time.perf_counter() - started < 1.0
     assert not list(converted.parent.glob("*.tmp-*"))  # the temporary folder was renamed, not left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("editor", ["rome", "memit", "ft", "alphaedit"])
+def test_smollm2_presets_fit_the_converted_model(converted, editor):
+    from transformers import AutoConfig
+
+    from edit_grpo_trl.editors.presets import default_preset, resolve_hparams
+
+    config = AutoConfig.from_pretrained(converted)
+    assert default_preset(editor, config) == "smollm2-135m"
+    hparams = resolve_hparams(editor, config).hparams
+    corpus = getattr(hparams, "mom2_dataset", None)
+    if editor in ("memit", "alphaedit"):  # the shipped corpus, named relative to the repository root
+        lines = (Path(__file__).resolve().parents[1] / corpus).read_text(encoding="utf-8").splitlines()
+        assert len(lines) >= hparams.mom2_n_samples and all(json.loads(line)["text"] for line in lines)
