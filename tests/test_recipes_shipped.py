@@ -17,7 +17,7 @@ CONFIG_FIXTURES = ROOT / "tests" / "editors" / "fixtures"
 
 def test_recipes_cover_every_model_and_editor():
     names = {(path.parent.name, path.stem) for path in RECIPES}
-    for model in ("qwen3-8b", "llama3-8b", "qwen2.5-7b", "world-tiny", "world-small"):
+    for model in ("qwen3-8b", "llama3-8b", "qwen2.5-7b", "smollm2-135m", "world-tiny", "world-small"):
         for editor in ("rome", "memit", "ft", "alphaedit"):
             assert (model, editor) in names
 
