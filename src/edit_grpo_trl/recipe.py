@@ -102,6 +102,7 @@ class DataSettings:
     num_locality: int = 1
     prompt_style: str = "plain"  # plain | chat
     locality_answers: str = "model"  # model | dataset
+    answer_match: str = "exact"  # how rewards compare answers: exact | contains (freely phrased answers)
     # Where the training paraphrases come from (real data holds only evaluation probes).
     train_prompts: TrainPromptsConfig = field(default_factory=TrainPromptsConfig)
     # A case without training prompts or locality probes: skip (left out of training, still evaluated;
@@ -118,6 +119,7 @@ class DataSettings:
         _at_least("num_locality", self.num_locality, 0)
         _one_of("prompt_style", self.prompt_style, PROMPT_STYLES)
         _one_of("locality_answers", self.locality_answers, LOCALITY_ANSWERS)
+        _one_of("answer_match", self.answer_match, ("exact", "contains"))
         _one_of("on_missing", self.on_missing, ("skip", "error"))
         if not 0 <= self.known_heldout_share <= 1:
             raise ValueError(f"known_heldout_share must be in [0, 1], got {self.known_heldout_share!r}")

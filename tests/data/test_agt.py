@@ -51,7 +51,15 @@ def test_rows_match_the_cases():
     config = AGTDataConfig(num_generalization=2, num_locality=2, locality_answers="dataset")
     dataset = build_agt_dataset(cases, config)
     assert len(dataset) == len(cases) * config.rows_per_case == len(cases) * 5
-    assert dataset.column_names == ["prompt", "case_id", "role", "answers", "old_answers", "answer_style"]
+    assert dataset.column_names == [
+        "prompt",
+        "case_id",
+        "role",
+        "answers",
+        "old_answers",
+        "answer_style",
+        "answer_match",
+    ]
     for position, case in enumerate(cases):
         rows = dataset.select(range(position * 5, position * 5 + 5)).to_list()
         assert {row["case_id"] for row in rows} == {case.case_id}
@@ -71,7 +79,7 @@ def test_rows_match_the_cases():
         for row in rows[3:]:
             assert row["answers"] == locality[row["prompt"]]  # ground truth of that very probe
         assert all(row["old_answers"] == [case.target_true] for row in rows)
-        assert all(row["answer_style"] == "plain" for row in rows)
+        assert all(row["answer_style"] == "plain" and row["answer_match"] == "exact" for row in rows)
 
 
 def test_evaluation_probes_never_become_rows():

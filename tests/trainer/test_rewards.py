@@ -75,3 +75,11 @@ def test_resolve_by_name_and_nearest_suggestion():
     assert resolve_reward_functions(["anchor_accuracy"]) == [REWARD_FUNCTIONS["anchor_accuracy"]]
     with pytest.raises(ValueError, match="Did you mean 'anchor_accuracy'"):
         resolve_reward_functions(["anchor_acuracy"])
+
+
+def test_contains_match_scores_freely_phrased_answers():
+    completions = [" Paris, the capital of France.", " Lyon is nice.", " Paris"]
+    roles = ["anchor"] * 3
+    answers = [["Paris"]] * 3
+    assert anchor_accuracy(completions, roles, answers) == [0.0, 0.0, 1.0]  # exact by default
+    assert anchor_accuracy(completions, roles, answers, answer_match=["contains"] * 3) == [1.0, 0.0, 1.0]

@@ -62,6 +62,8 @@ class AGTDataConfig:
     num_locality: int = 1
     prompt_style: PromptStyle = "plain"
     locality_answers: Literal["model", "dataset"] = "model"
+    # How rewards match answers: "exact" (normalized) or "contains" (whole words, for freely phrased answers).
+    answer_match: Literal["exact", "contains"] = "exact"
     seed: int = 0
     # A case without training prompts (or without locality probes while num_locality > 0).
     on_missing: Literal["error", "skip"] = "error"
@@ -83,6 +85,8 @@ class AGTDataConfig:
             raise ValueError(f"prompt_style must be 'plain' or 'chat', got {self.prompt_style!r}")
         if self.locality_answers not in ("model", "dataset"):
             raise ValueError(f"locality_answers must be 'model' or 'dataset', got {self.locality_answers!r}")
+        if self.answer_match not in ("exact", "contains"):
+            raise ValueError(f"answer_match must be 'exact' or 'contains', got {self.answer_match!r}")
         if self.on_missing not in ("error", "skip"):
             raise ValueError(f"on_missing must be 'error' or 'skip', got {self.on_missing!r}")
         if PROMPT_PLACEHOLDER not in self.chat_instruction:
@@ -244,6 +248,7 @@ def _row(config: AGTDataConfig, prompt: str, case_id: str, role: str, answers, o
         "answers": list(answers),
         "old_answers": list(old),
         "answer_style": style,
+        "answer_match": config.answer_match,
     }
 
 
@@ -310,6 +315,7 @@ def agt_features(prompt_style: PromptStyle) -> datasets.Features:
             "answers": datasets.List(text),
             "old_answers": datasets.List(text),
             "answer_style": text,
+            "answer_match": text,
         }
     )
 

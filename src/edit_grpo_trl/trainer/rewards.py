@@ -5,6 +5,10 @@ dataset's extra columns, one value per completion. Every function here reads ``r
 (and ``answer_style``, ``old_answers`` where it needs them) and returns ``None`` for the rows it does not
 score, which TRL turns into NaN and leaves out of that function's mean.
 
+Accuracy rewards match the extracted answer exactly (normalized), or, on rows whose ``answer_match``
+column says ``"contains"``, when an accepted answer appears in it as whole words: a real model phrases
+its answers freely ("Paris, the capital of France"), which exact match would score as wrong.
+
 Recipes select functions by name through :data:`REWARD_FUNCTIONS` / :func:`resolve_reward_functions`.
 """
 
@@ -14,7 +18,7 @@ import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edit_grpo_trl.answers import exact_match, extract_answer, is_boxed_format
+from edit_grpo_trl.answers import contains_match, exact_match, extract_answer, is_boxed_format
 
 RewardFunction = Callable[..., list[float | None]]
 
@@ -27,33 +31,48 @@ def _styles(answer_style: Sequence[str] | None, count: int) -> Sequence[str]:
     return answer_style if answer_style is not None else ["plain"] * count
 
 
+MATCHERS = {"exact": exact_match, "contains": contains_match}
+
+
 def _accuracy_on_role(
     wanted_role: str,
     completions: Sequence[Any],
     role: Sequence[str],
     answers: Sequence[Sequence[str]],
     answer_style: Sequence[str] | None,
+    answer_match: Sequence[str] | None = None,
 ) -> list[float | None]:
     styles = _styles(answer_style, len(completions))
+    matches = answer_match if answer_match is not None else ["exact"] * len(completions)
     return [
-        float(exact_match(extract_answer(completion, style), accepted)) if row_role == wanted_role else None
-        for completion, row_role, accepted, style in zip(completions, role, answers, styles, strict=True)
+        float(MATCHERS[match](extract_answer(completion, style), accepted))
+        if row_role == wanted_role
+        else None
+        for completion, row_role, accepted, style, match in zip(
+            completions, role, answers, styles, matches, strict=True
+        )
     ]
 
 
-def anchor_accuracy(completions, role, answers, answer_style=None, **_) -> list[float | None]:
+def anchor_accuracy(
+    completions, role, answers, answer_style=None, answer_match=None, **_
+) -> list[float | None]:
     """1.0 when an anchor row's extracted answer matches one of its accepted answers, else 0.0."""
-    return _accuracy_on_role(ANCHOR, completions, role, answers, answer_style)
+    return _accuracy_on_role(ANCHOR, completions, role, answers, answer_style, answer_match)
 
 
-def generalization_accuracy(completions, role, answers, answer_style=None, **_) -> list[float | None]:
+def generalization_accuracy(
+    completions, role, answers, answer_style=None, answer_match=None, **_
+) -> list[float | None]:
     """1.0 when a generalization row's extracted answer matches one of its accepted answers, else 0.0."""
-    return _accuracy_on_role(GENERALIZATION, completions, role, answers, answer_style)
+    return _accuracy_on_role(GENERALIZATION, completions, role, answers, answer_style, answer_match)
 
 
-def locality_preservation(completions, role, answers, answer_style=None, **_) -> list[float | None]:
+def locality_preservation(
+    completions, role, answers, answer_style=None, answer_match=None, **_
+) -> list[float | None]:
     """1.0 when a locality row still gives its pre-edit answer (stored in ``answers``), else 0.0."""
-    return _accuracy_on_role(LOCALITY, completions, role, answers, answer_style)
+    return _accuracy_on_role(LOCALITY, completions, role, answers, answer_style, answer_match)
 
 
 def boxed_format(completions, answer_style=None, **_) -> list[float | None]:
