@@ -154,6 +154,10 @@ def test_smollm2_presets_fit_the_converted_model(converted, editor):
     assert default_preset(editor, config) == "smollm2-135m"
     hparams = resolve_hparams(editor, config).hparams
     corpus = getattr(hparams, "mom2_dataset", None)
-    if editor in ("memit", "alphaedit"):  # the shipped corpus, named relative to the repository root
-        lines = (Path(__file__).resolve().parents[1] / corpus).read_text(encoding="utf-8").splitlines()
+    if editor in ("memit", "alphaedit"):  # the shipped corpus, found beside the presets from any folder
+        from edit_grpo_trl.editors.corpus import parse_corpus
+
+        (path,) = parse_corpus(corpus).paths
+        assert path.is_absolute() and path.is_file()
+        lines = path.read_text(encoding="utf-8").splitlines()
         assert len(lines) >= hparams.mom2_n_samples and all(json.loads(line)["text"] for line in lines)

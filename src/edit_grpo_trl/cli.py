@@ -159,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, FileNotFoundError, ValueError) as error:
         print(f"edit-grpo: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        from edit_grpo_trl.models import ModelFetchError  # torch-heavy: imported only on this path
+
+        if not isinstance(error, ModelFetchError):
+            raise
+        print(f"edit-grpo: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

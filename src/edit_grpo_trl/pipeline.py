@@ -194,13 +194,16 @@ def _release_memory() -> None:
 
 
 def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
-    """A Hub id or folder as given; ``world:<size>[:<seed>]`` becomes the pretrained world's folder."""
+    """A Hub id or folder as given; ``world:<size>[:<seed>]`` becomes the pretrained world's folder, and a
+    packaged model's Hub id (SmolLM2-135M-Instruct) its converted folder when the Hub is out of reach."""
     if name_or_path.startswith(WORLD_PREFIX):
         from edit_grpo_trl.data.world import ensure_world_model
 
         size, _, seed = name_or_path[len(WORLD_PREFIX) :].partition(":")
         return str(ensure_world_model(size, seed=int(seed or 0), device=device))
-    return name_or_path
+    from edit_grpo_trl.models import resolve_hub_fallback
+
+    return resolve_hub_fallback(name_or_path)
 
 
 def _device(recipe: PipelineRecipe) -> str:
@@ -389,18 +392,30 @@ class Pipeline:
         return {"cases": len(cases), **summary}
 
     def _known_cases(self, cases):
-        """The cases the pre-edit model already answers right, cut to num_cases; the recall report is saved."""
+        """The cases the pre-edit model already answers right, in source order, cut to num_cases; the recall
+        report (of the cases asked) is saved."""
         from edit_grpo_trl.data.facts.recall import filter_known_cases
 
         data = self.recipe.data
         model, tokenizer = load_model(self.base_model_path, self.recipe)
-        kept, report = filter_known_cases(
-            model,
-            tokenizer,
-            cases,
-            heldout_share=data.known_heldout_share,
-            batch_size=self.recipe.evaluation.batch_size,
-        )
+        # In chunks, in the source's order, until num_cases are known: a short run asks a few dozen facts.
+        chunk = max(64, 4 * (data.num_cases or 0))
+        kept, report = [], None
+        for start in range(0, len(cases), chunk):
+            part, part_report = filter_known_cases(
+                model,
+                tokenizer,
+                cases[start : start + chunk],
+                heldout_share=data.known_heldout_share,
+                batch_size=self.recipe.evaluation.batch_size,
+            )
+            kept += part
+            if report is None:
+                report = part_report
+            else:
+                report.merge(part_report)
+            if data.num_cases and len(kept) >= data.num_cases:
+                break
         self.layout.root.mkdir(parents=True, exist_ok=True)
         (self.layout.root / "known_cases.json").write_text(json.dumps(report.to_dict(), indent=2))
         logger.info("pre-edit recall:\n%s", report.format())
@@ -410,7 +425,7 @@ class Pipeline:
                 f"per template: {self.layout.root / 'known_cases.json'}"
             )
         chosen = kept[: data.num_cases] if data.num_cases else kept
-        return chosen, {"offered": len(cases), "known": len(kept), "kept": len(chosen)}
+        return chosen, {"offered": len(cases), "asked": report.cases, "known": len(kept), "kept": len(chosen)}
 
     @property
     def edited_model_path(self) -> str:
@@ -493,6 +508,7 @@ class Pipeline:
             num_locality=data.num_locality,
             prompt_style=data.prompt_style,
             locality_answers=data.locality_answers,
+            answer_match=data.answer_match,
             seed=data.seed,
             on_missing=data.on_missing,
         )

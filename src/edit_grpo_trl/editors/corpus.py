@@ -4,7 +4,8 @@ A corpus is named by one string, as in the hparams files (``mom2_dataset``):
 
 * ``world``: the pretraining sentences of the knowledge world stored next to the model (``world.json``);
 * ``wikipedia`` (EasyEdit's name) or ``hub:<dataset>[:<config>[:<split>]]``: a Hugging Face dataset, streamed;
-* a path, or several joined by ``,``: ``.txt`` files (one text per non-empty line) or ``.jsonl`` files (the
+* a path (relative paths are also looked up in the packaged hparams folder, whose ``corpora/`` holds the
+  presets' own corpora), or several joined by ``,``: ``.txt`` files (one text per non-empty line) or ``.jsonl`` files (the
   ``text`` field of each record).
 """
 
@@ -57,7 +58,7 @@ def parse_corpus(spec: str) -> CorpusSpec:
             parts[1] if len(parts) > 1 and parts[1] else None,
             parts[2] if len(parts) > 2 and parts[2] else "train",
         )
-    paths = tuple(Path(part.strip()).expanduser() for part in spec.split(",") if part.strip())
+    paths = tuple(_locate(Path(part.strip()).expanduser()) for part in spec.split(",") if part.strip())
     if not paths:
         raise CorpusError("empty corpus name; use 'world', 'wikipedia', 'hub:<dataset>' or file paths")
     for path in paths:
@@ -67,6 +68,17 @@ def parse_corpus(spec: str) -> CorpusSpec:
                 "(a 'text' field per record), or a corpus name: world, wikipedia, hub:<dataset>"
             )
     return CorpusSpec("files", ",".join(str(p) for p in paths), paths=paths)
+
+
+def _locate(path: Path) -> Path:
+    """A relative corpus path as given when it exists; else inside the packaged hparams folder, where the
+    presets' own corpora live (``corpora/<name>.jsonl``), so a preset works from any working directory."""
+    if path.is_absolute() or path.exists():
+        return path
+    from edit_grpo_trl.editors.presets import preset_dir
+
+    packaged = preset_dir() / path
+    return packaged if packaged.exists() else path
 
 
 def _file_texts(path: Path) -> Iterator[str]:

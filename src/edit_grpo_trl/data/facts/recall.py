@@ -62,6 +62,20 @@ class RecallReport:
             "templates": [asdict(t) | {"recall": round(t.recall, 4)} for t in self.templates.values()],
         }
 
+    def merge(self, other: RecallReport) -> None:
+        """Add the counts of ``other`` (a report on further cases, at the same held-out share)."""
+        self.cases += other.cases
+        self.kept += other.kept
+        for name, counts in other.relations.items():
+            mine = self.relations.setdefault(name, RelationRecall())
+            mine.cases += counts.cases
+            mine.kept += counts.kept
+        for key, item in other.templates.items():
+            mine = self.templates.setdefault(key, TemplateRecall(item.relation, item.slot, item.template))
+            mine.correct += item.correct
+            mine.total += item.total
+        self.completions.update(other.completions)
+
     def format(self) -> str:
         """A plain-text table: kept cases per relation, then recall per template."""
         lines = [
