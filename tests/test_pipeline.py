@@ -133,10 +133,9 @@ def test_keep_known_filters_the_whole_source_before_cutting(tmp_path, tiny_world
     summary = pipeline.stage_cases()
     known = summary["known"]
     report = json.loads((tmp_path / "run" / "known_cases.json").read_text())
-    # The first chunk of 64 cases held three known ones, so no more were asked; three are kept.
-    assert (
-        known["offered"] > 64 == known["asked"] == report["cases"] and known["known"] == report["kept"] >= 3
-    )
+    # The first chunk (64 cases, or all of the world's fewer) held three known ones; three are kept.
+    assert known["asked"] == report["cases"] == min(64, known["offered"])
+    assert known["known"] == report["kept"] >= 3
     assert summary["cases"] == known["kept"] == 3 == len(pipeline.cases())
     kept_ids = [case.case_id for case in pipeline.cases()]
     assert all(report["relations"]) and len(set(kept_ids)) == 3

@@ -89,7 +89,7 @@ def test_stage_one_runs_once_on_the_main_process_and_training_on_both(tmp_path, 
 
 @pytest.mark.distributed
 def test_a_stage_that_fails_on_the_main_process_stops_every_process(tmp_path):
-    # A Hub id is not resolved before a stage needs it, and the cases stage fails first: no model is loaded.
+    # The checks before any stage fail on the main process (no such model, no such data file): both are named.
     result = launch_pipeline(
         "--config",
         RECIPE,
@@ -101,8 +101,8 @@ def test_a_stage_that_fails_on_the_main_process_stops_every_process(tmp_path):
         str(tmp_path / "absent.json"),
     )
     assert result.returncode != 0
-    assert "absent.json" in result.stderr
-    assert "stage cases failed on the main process" in result.stderr  # the other rank says why it stopped
+    assert "absent.json" in result.stderr and "absent-org/absent-model" in result.stderr
+    assert "checking the recipe failed on the main process" in result.stderr  # the other rank says why
     assert not (tmp_path / "run" / "stages" / "cases.done.json").exists()
 
 

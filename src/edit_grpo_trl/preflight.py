@@ -194,6 +194,24 @@ def _check_data(recipe: PipelineRecipe, cases: list, tokenizer, result: Prefligh
             result.fail("model", f"{why} needs a tokenizer with a chat template, and this model's has none")
 
 
+def _check_model_settings(recipe, config, model_path: str, layout, done, result: Preflight) -> None:
+    """Everything checked against the model's config: editor, stage-2 config, alignment module, LoRA."""
+    from edit_grpo_trl.trainer.layer_features import count_decoder_layers
+
+    meta_model = _meta_model(config)
+    result.num_layers = count_decoder_layers(meta_model)
+    if recipe.editor.name in ("none", "external") or not done("edit"):
+        _check_editor(recipe, config, model_path, result)
+    else:  # stage 1 ran: training takes the layer its manifest records
+        from edit_grpo_trl.training import edited_layer
+
+        layer = edited_layer(str(layout.edited_model))
+        result.edited_layers = [layer] if layer is not None else []
+    if not done("train"):
+        _check_training(recipe, meta_model, layout.training, result)
+        _check_lora(recipe, meta_model, result)
+
+
 def check_run(
     recipe: PipelineRecipe,
     model_path: str,
@@ -211,27 +229,16 @@ def check_run(
     result = Preflight()
     try:
         config = _model_config(model_path)
-    except Exception as error:  # no such folder or Hub id, or no network: nothing else can be checked
-        raise RecipeError(
-            f"model.name_or_path: cannot read the model's config at {model_path!r}: {error}"
-        ) from error
-    from edit_grpo_trl.trainer.layer_features import count_decoder_layers
-
-    meta_model = _meta_model(config)
-    result.num_layers = count_decoder_layers(meta_model)
-    if recipe.editor.name in ("none", "external") or not done("edit"):
-        _check_editor(recipe, config, model_path, result)
-    else:  # stage 1 ran: training takes the layer its manifest records
-        from edit_grpo_trl.training import edited_layer
-
-        layer = edited_layer(str(layout.edited_model))
-        result.edited_layers = [layer] if layer is not None else []
-    if not done("train"):
-        _check_training(recipe, meta_model, layout.training, result)
-        _check_lora(recipe, meta_model, result)
+    except Exception as error:  # no such folder or Hub id, or no network: the data is still checked below
+        result.fail("model.name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
+        config = None
+    if config is not None:
+        _check_model_settings(recipe, config, model_path, layout, done, result)
     if not done("agt_data"):
         tokenizer = None
-        if recipe.data.train_prompts.needs_model or recipe.data.prompt_style == "chat":
+        if config is not None and (
+            recipe.data.train_prompts.needs_model or recipe.data.prompt_style == "chat"
+        ):
             try:
                 tokenizer = AutoTokenizer.from_pretrained(model_path)
             except Exception as error:
