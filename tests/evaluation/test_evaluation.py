@@ -1,5 +1,6 @@
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -162,5 +163,11 @@ def test_report_is_logged_to_an_offline_wandb_run(tmp_path, monkeypatch):
     log_report_to_wandb(run, points, tmp_path / "report")
     run_dir = Path(run.dir).parent  # wandb keeps global settings between runs: ask the run where it wrote
     run.finish()
-    record = next(run_dir.glob("*.wandb")).read_bytes()
+    # wandb's service process may still be flushing the run's log after finish(): wait for it, bounded.
+    deadline = time.monotonic() + 30
+    while True:
+        record = b"".join(path.read_bytes() for path in run_dir.glob("*.wandb"))
+        if b"report/table" in record or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert b"post_refinement/tf_reliability" in record and b"report/table" in record
