@@ -7,7 +7,9 @@ Every case becomes exactly ``1 + K + L`` consecutive rows (DESIGN section 3):
   probes never reach training). A case with fewer than ``K`` training prompts repeats them: they are
   shuffled once (seeded) and cycled, so each appears ``floor(K/n)`` or ``ceil(K/n)`` times. A case with none
   is an error, or is skipped and counted (``on_missing="skip"``);
-* ``L`` ``locality`` rows from the case's locality probes, chosen and cycled the same way.
+* ``L`` ``locality`` rows from the case's *training* locality probes (``TRAIN_LOCALITY``), chosen and
+  cycled the same way. A case that has none falls back to its evaluation locality probes, counted in
+  ``locality_rows_from_evaluation`` and logged: its locality score then includes probes it trained on.
 
 The trainer packs whole cases into generation batches, so the fixed case size is part of the contract.
 
@@ -157,6 +159,7 @@ class AGTBuildReport:
     cases_cycling_generalization: int = 0  # fewer training prompts than K: some repeat
     cases_cycling_locality: int = 0
     locality_fallbacks: int = 0  # pre-edit completion gave no answer: dataset answers used
+    locality_rows_from_evaluation: int = 0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
 
 
 @dataclass
@@ -184,7 +187,10 @@ def build_agt_records(
     plan: list[tuple[EditCase, list[Probe], list[Probe]]] = []
     for case in cases:
         training = case.probes_of(ProbeKind.TRAIN_GENERALIZATION)
-        locality = case.probes_of(ProbeKind.LOCALITY)
+        locality = case.probes_of(ProbeKind.TRAIN_LOCALITY)
+        if config.num_locality and not locality:
+            locality = case.probes_of(ProbeKind.LOCALITY)
+            report.locality_rows_from_evaluation += bool(locality)
         missing = None
         if config.num_generalization and not training:
             missing = "no training generalization prompts (build a training pool first)"
@@ -212,6 +218,13 @@ def build_agt_records(
             len(report.skipped),
             len(cases),
             next(iter(report.skipped.items())),
+        )
+    if report.locality_rows_from_evaluation:
+        logger.warning(
+            "AGT dataset: %d case(s) have no training locality probes; their locality rows use evaluation "
+            "locality probes, which their locality score then includes (data.locality_holdout_share keeps "
+            "a share of them for training only)",
+            report.locality_rows_from_evaluation,
         )
     locality_answers = _locality_answers(plan, config, tokenizer, model, report)
 

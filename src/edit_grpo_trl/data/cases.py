@@ -16,15 +16,21 @@ from edit_grpo_trl.answers import normalize_answer
 
 
 class ProbeKind(StrEnum):
-    """What a probe is for. Only TRAIN_GENERALIZATION prompts ever reach training."""
+    """What a probe is for. Only the TRAIN_* kinds ever reach training; the others are only evaluated.
+
+    TRAIN_LOCALITY probes are unedited facts that stage 2 may train to keep (the locality rows and the
+    locality loss); LOCALITY probes measure what was kept and are never trained on.
+    """
 
     TRAIN_GENERALIZATION = "train_generalization"
     EVAL_GENERALIZATION = "eval_generalization"
     PORTABILITY = "portability"
     LOCALITY = "locality"
+    TRAIN_LOCALITY = "train_locality"
 
 
 EVALUATION_KINDS = (ProbeKind.EVAL_GENERALIZATION, ProbeKind.PORTABILITY, ProbeKind.LOCALITY)
+TRAINING_KINDS = (ProbeKind.TRAIN_GENERALIZATION, ProbeKind.TRAIN_LOCALITY)
 
 
 class CaseError(ValueError):
@@ -111,7 +117,7 @@ class EditCase:
 
     def _check_disjoint(self, label: str) -> None:
         training = {
-            normalize_answer(p.prompt): p.prompt for p in self.probes_of(ProbeKind.TRAIN_GENERALIZATION)
+            normalize_answer(p.prompt): p.prompt for kind in TRAINING_KINDS for p in self.probes_of(kind)
         }
         evaluation = {normalize_answer(p.prompt) for kind in EVALUATION_KINDS for p in self.probes_of(kind)}
         overlap = sorted(training[key] for key in training.keys() & evaluation)
@@ -119,7 +125,7 @@ class EditCase:
             raise CaseError(f"{label}: training prompts overlap its evaluation prompts: {overlap}")
         anchor = normalize_answer(self.prompt)
         if anchor in training:
-            raise CaseError(f"{label}: the anchor prompt is also listed as a training generalization prompt")
+            raise CaseError(f"{label}: the anchor prompt is also listed as a training prompt")
         if anchor in evaluation:
             raise CaseError(f"{label}: the anchor prompt is also listed as an evaluation probe")
 
