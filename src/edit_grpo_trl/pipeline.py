@@ -466,27 +466,17 @@ class Pipeline:
         return {"editor": editor.name, "result": result if isinstance(result, dict) else str(result)}
 
     def stage_evaluate(self, point: str, model_path: str) -> dict[str, Any]:
-        from edit_grpo_trl.evaluation.evaluate import EvalConfig, evaluate_cases
+        from edit_grpo_trl.evaluation.run import eval_config, evaluate_checkpoint
 
-        evaluation = self.recipe.evaluation
-        model, tokenizer = load_model(model_path, self.recipe)
-        out = self.layout.evaluation(point)
-        out.mkdir(parents=True, exist_ok=True)
-        baseline = self._baseline()
-        result = evaluate_cases(
-            model,
-            tokenizer,
+        result = evaluate_checkpoint(
+            partial(load_model, recipe=self.recipe),
+            model_path,
             self.cases(),
-            EvalConfig(
-                batch_size=evaluation.batch_size,
-                max_new_tokens=evaluation.max_new_tokens,
-                teacher_forced=evaluation.teacher_forced,
-                generation=evaluation.generation,
-                fluency=evaluation.fluency,
-            ),
-            baseline=baseline,
+            eval_config(self.recipe.evaluation),
+            self.layout.evaluation(point),
+            baseline=self._baseline(),
+            easyedit_phase="pre" if point == "pre_edit" else "post",
         )
-        result.save(out)
         if point == "pre_edit":
             result.baseline.save(self.layout.evaluation("pre_edit") / "baseline.json")
         return {"point": point, "metrics": result.metrics}
@@ -571,7 +561,9 @@ class Pipeline:
         for point in ("pre_edit", "post_edit", "post_refinement"):
             path = self.layout.evaluation(point) / "metrics.json"
             points[point] = json.loads(path.read_text())
-        table = write_report(points, self.layout.report, overwrite=True)
+        breakdown = self.layout.evaluation("post_refinement") / "locality.json"
+        locality = json.loads(breakdown.read_text()) if breakdown.is_file() else None
+        table = write_report(points, self.layout.report, overwrite=True, locality=locality)
         if self.recipe.wandb.project:
             self._log_report_to_wandb(points)
         print(table)
