@@ -83,3 +83,39 @@ def test_contains_match_scores_freely_phrased_answers():
     answers = [["Paris"]] * 3
     assert anchor_accuracy(completions, roles, answers) == [0.0, 0.0, 1.0]  # exact by default
     assert anchor_accuracy(completions, roles, answers, answer_match=["contains"] * 3) == [1.0, 0.0, 1.0]
+
+
+def test_reward_functions_by_dotted_import_path(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "def says_paris(completions, **_):\n    return [float('Paris' in c) for c in completions]\n"
+        "NOT_A_FUNCTION = 3\n"
+    )
+    (tmp_path / "broken_rewards.py").write_text("import not_a_module_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (says_paris, anchor) = resolve_reward_functions(["my_rewards.says_paris", "anchor_accuracy"])
+    assert (
+        says_paris(completions=["Paris", "Rome"]) == [1.0, 0.0]
+        and anchor is REWARD_FUNCTIONS["anchor_accuracy"]
+    )
+    with pytest.raises(
+        ValueError, match=r"importing the module 'absent_pkg.rewards' failed \(ModuleNotFoundError"
+    ):
+        resolve_reward_functions(["absent_pkg.rewards.exact"])
+    with pytest.raises(ValueError, match="importing the module 'broken_rewards' failed"):
+        resolve_reward_functions(["broken_rewards.anything"])
+    with pytest.raises(ValueError, match="'my_rewards' has no 'absent'"):
+        resolve_reward_functions(["my_rewards.absent"])
+    with pytest.raises(ValueError, match=r"is not callable \(a int\)"):
+        resolve_reward_functions(["my_rewards.NOT_A_FUNCTION"])
+
+
+def test_a_recipe_with_an_unimportable_reward_fails_when_the_config_is_built(tmp_path):
+    from edit_grpo_trl.trainer.config import EditGRPOConfig
+
+    with pytest.raises(ValueError, match="absent_pkg"):
+        EditGRPOConfig(
+            output_dir=str(tmp_path),
+            agt_reward_funcs=["absent_pkg.rewards.exact"],
+            alignment_coef=0.0,
+            use_cpu=True,
+        )

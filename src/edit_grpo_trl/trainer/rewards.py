@@ -9,12 +9,16 @@ Accuracy rewards match the extracted answer exactly (normalized), or, on rows wh
 column says ``"contains"``, when an accepted answer appears in it as whole words: a real model phrases
 its answers freely ("Paris, the capital of France"), which exact match would score as wrong.
 
-Recipes select functions by name through :data:`REWARD_FUNCTIONS` / :func:`resolve_reward_functions`.
+Recipes select functions by name through :data:`REWARD_FUNCTIONS` / :func:`resolve_reward_functions`, or,
+as TRL's own GRPO script allows, by dotted import path (``my_pkg.rewards.exact_match``): any function with
+TRL's reward signature in an importable module. Such a function gets the same keyword arguments, the
+AGT dataset's columns included.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -112,18 +116,52 @@ REWARD_FUNCTIONS: dict[str, RewardFunction] = {
 DEFAULT_REWARD_FUNCTIONS = ("anchor_accuracy", "generalization_accuracy", "locality_preservation")
 
 
+def import_reward_function(path: str) -> RewardFunction:
+    """The function a dotted path (``package.module.function``) names; a clear error when it cannot be had."""
+    module_name, _, attribute = path.rpartition(".")
+    hint = (
+        "A dotted path names a function in a module Python can import (installed, or on PYTHONPATH), "
+        "e.g. my_pkg.rewards.exact_match."
+    )
+    if not module_name or not attribute:
+        raise ValueError(f"AGT reward function {path!r}: not a dotted path to a function. {hint}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # missing, or broken on import: either way the path cannot serve
+        raise ValueError(
+            f"AGT reward function {path!r}: importing the module {module_name!r} failed "
+            f"({type(error).__name__}: {error}). {hint}"
+        ) from error
+    function = getattr(module, attribute, None)
+    if function is None:
+        raise ValueError(
+            f"AGT reward function {path!r}: the module {module_name!r} has no {attribute!r}. {hint}"
+        )
+    if not callable(function):
+        raise ValueError(
+            f"AGT reward function {path!r}: {attribute!r} in {module_name!r} is not callable "
+            f"(a {type(function).__name__}). {hint}"
+        )
+    return function
+
+
 def resolve_reward_functions(names: Sequence[str | RewardFunction]) -> list[RewardFunction]:
-    """Reward functions by name (callables pass through); an unknown name gets the nearest valid one."""
+    """Reward functions by registry name or dotted import path (callables pass through); an unknown name
+    gets the nearest valid one, a path that cannot be imported says why."""
     functions = []
     for name in names:
         if callable(name):
             functions.append(name)
             continue
+        if name not in REWARD_FUNCTIONS and isinstance(name, str) and "." in name:
+            functions.append(import_reward_function(name))
+            continue
         if name not in REWARD_FUNCTIONS:
             nearest = difflib.get_close_matches(str(name), REWARD_FUNCTIONS, n=1)
             hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
             raise ValueError(
-                f"unknown AGT reward function {name!r}.{hint} Available: {', '.join(sorted(REWARD_FUNCTIONS))}"
+                f"unknown AGT reward function {name!r}.{hint} Available: {', '.join(sorted(REWARD_FUNCTIONS))}, "
+                "or a dotted import path to a function (my_pkg.rewards.exact_match)"
             )
         functions.append(REWARD_FUNCTIONS[name])
     return functions
