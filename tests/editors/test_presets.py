@@ -79,3 +79,90 @@ def test_easyedit_flat_file_is_read(tmp_path):
     )
     loaded = load_hparams_file(path)
     assert loaded.editor == "rome" and loaded.hparams.v_loss_layer == 27 and loaded.hparams.v_lr == 0.5
+
+
+EASYEDIT_FT = """alg_name: "FT"
+model_name: "./hugging_cache/llama-3-8b"
+device: 0
+layers: [21]
+num_steps: 25
+batch_size: 1
+max_length: 40
+lr: 5e-4
+weight_decay: 0
+kl_factor: 0
+norm_constraint: false
+objective_optimization: "target_new"
+rewrite_module_tmp: "model.layers.{}.mlp.down_proj.weight"
+layer_module_tmp: "model.layers.{}"
+mlp_module_tmp: "model.layers.{}.mlp"
+attn_module_tmp: "model.layers.{}.self_attn"
+ln_f_module: "model.norm"
+lm_head_module: "lm_head"
+model_parallel: false
+"""
+
+EASYEDIT_ALPHAEDIT = """alg_name: "AlphaEdit"
+model_name: "./hugging_cache/llama-3-8b-instruct"
+stats_dir: "./data/stats"
+P_loc: "./null_space_project.pt"
+device: 0
+layers: [4, 5, 6, 7, 8]
+clamp_norm_factor: 0.75
+layer_selection: "all"
+fact_token: "subject_last"
+v_num_grad_steps: 25
+v_lr: 1e-1
+v_loss_layer: 31
+v_weight_decay: 0.5
+kl_factor: 0.0625
+mom2_adjustment: true
+mom2_update_weight: 15000
+rewrite_module_tmp: "model.layers.{}.mlp.down_proj"
+layer_module_tmp: "model.layers.{}"
+mlp_module_tmp: "model.layers.{}.mlp"
+attn_module_tmp: "model.layers.{}.self_attn"
+ln_f_module: "model.norm"
+lm_head_module: "lm_head"
+mom2_dataset: "wikipedia"
+mom2_n_samples: 100000
+mom2_dtype: "float32"
+nullspace_threshold: 2e-2
+L2: 1
+"""
+
+
+def write(tmp_path, text, **changes):
+    lines = [line for line in text.splitlines() if line.split(":")[0] not in changes]
+    path = tmp_path / "easyedit.yaml"
+    path.write_text("\n".join(lines + [f"{key}: {value}" for key, value in changes.items()]) + "\n")
+    return path
+
+
+def test_easyedit_files_are_read_whole(tmp_path):
+    ft = resolve_hparams("ft", config_of("llama3-8b"), write(tmp_path, EASYEDIT_FT))
+    assert ft.hparams.layers == [21] and ft.hparams.lr == 5e-4
+    alpha = resolve_hparams("alphaedit", config_of("llama3-8b"), write(tmp_path, EASYEDIT_ALPHAEDIT))
+    assert alpha.hparams.L2 == 1 and alpha.hparams.layers == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value", "says"),
+    [
+        (EASYEDIT_FT, "objective_optimization", '"prompt_last"', "FT-L"),
+        (EASYEDIT_FT, "batch_size", "4", "editor.mode"),
+        (EASYEDIT_FT, "fp16", "true", "float32"),
+        (EASYEDIT_FT, "model_parallel", "true", "one device"),
+        (EASYEDIT_ALPHAEDIT, "mom2_adjustment", "false", "second moment"),
+        (EASYEDIT_ALPHAEDIT, "layer_selection", '"random"', "random"),
+    ],
+)
+def test_easyedit_keys_that_would_change_the_edit_are_refused_by_name(tmp_path, text, key, value, says):
+    with pytest.raises(EditorConfigError, match=rf"{key}: .* is not supported: .*{says}"):
+        load_hparams_file(write(tmp_path, text, **{key: value}))
+
+
+def test_easyedit_module_templates_are_checked_against_the_model(tmp_path):
+    path = write(tmp_path, EASYEDIT_FT, attn_module_tmp='"transformer.h.{}.attn"')
+    with pytest.raises(EditorConfigError, match="attn_module_tmp: module 'transformer.h.{}.attn'"):
+        resolve_hparams("ft", config_of("llama3-8b"), path)
