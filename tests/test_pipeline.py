@@ -60,8 +60,12 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
     } <= metrics
     assert all(set(values) == metrics for values in points.values())
     markers = {stage: (run / "stages" / f"{stage}.done.json").stat().st_mtime_ns for stage in STAGES}
+    recipe_written = (run / "recipe.json").stat().st_mtime_ns
     run_pipeline(recipe(tmp_path))
     assert markers == {stage: (run / "stages" / f"{stage}.done.json").stat().st_mtime_ns for stage in STAGES}
+    assert (
+        run / "recipe.json"
+    ).stat().st_mtime_ns == recipe_written  # every stage skipped: nothing rewritten
     run_pipeline(recipe(tmp_path), force={"report"})
     assert (run / "stages" / "report.done.json").stat().st_mtime_ns != markers["report"]
 
@@ -80,6 +84,11 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_world):
     # The marker says how training really ran: no DeepSpeed here, full precision on the CPU.
     assert marker["deepspeed_zero_stage"] is None and marker["device"] == "cpu"
     assert marker["mixed_precision"] == "no"
+    # --force train starts over: the checkpoints are gone, nothing is resumed
+    run_pipeline(recipe(tmp_path, "--training.max_steps", "2"), force={"train"})
+    marker = json.loads((run / "stages" / "train.done.json").read_text())
+    assert marker["resumed_from"] is None and marker["global_step"] == 2
+    assert not (run / "stage2" / "checkpoint-4").exists()
 
 
 def test_bad_inputs_fail_clearly_and_overwrite_nothing(tmp_path, tiny_world, capsys):

@@ -46,3 +46,20 @@ def test_without_use_vllm_nothing_is_imported(tmp_path, no_vllm):
         load_recipe(RECIPE, ["--training.alignment_layer", "2"]), tmp_path / "stage2"
     )
     assert args.use_vllm is False
+
+
+def test_resume_from_checkpoint_as_the_recipe_says(tmp_path):
+    from edit_grpo_trl.training import resume_checkpoint
+
+    stage2 = tmp_path / "stage2"
+    assert resume_checkpoint(None, stage2) is None  # nothing there yet: a fresh start
+    with pytest.raises(RecipeError, match="holds no checkpoint"):
+        resume_checkpoint(True, stage2)
+    for step in (2, 4):
+        (stage2 / f"checkpoint-{step}").mkdir(parents=True)
+    assert resume_checkpoint(None, stage2).endswith("checkpoint-4")  # an interrupted run goes on
+    assert resume_checkpoint("true", stage2).endswith("checkpoint-4")
+    assert resume_checkpoint(False, stage2) is None
+    assert resume_checkpoint(str(stage2 / "checkpoint-2"), stage2) == str(stage2 / "checkpoint-2")
+    with pytest.raises(RecipeError, match="no checkpoint folder at"):
+        resume_checkpoint(str(tmp_path / "elsewhere"), stage2)

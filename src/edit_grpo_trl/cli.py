@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         choices=STAGES,
         metavar="STAGE",
-        help=f"redo STAGE even if its outputs exist (repeatable): {', '.join(STAGES)}",
+        help=f"redo STAGE even if its outputs exist (repeatable): {', '.join(STAGES)}. "
+        "'--force train' restarts training from scratch: it deletes stage2/ (checkpoints and the refined "
+        "model) first. Later stages are redone only when forced too.",
     )
 
     evaluate = commands.add_parser(

@@ -357,6 +357,9 @@ class Pipeline:
         return report
 
     def _write_recipe(self) -> None:
+        """recipe.json, unless every stage is skipped (then it describes the run that made the outputs)."""
+        if all(self._done(stage) for stage in STAGES):
+            return
         self.layout.root.mkdir(parents=True, exist_ok=True)
         (self.layout.root / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
 
@@ -550,9 +553,17 @@ class Pipeline:
     def stage_train(self) -> dict[str, Any]:
         from edit_grpo_trl.training import run_training
 
+        if "train" in self.force:
+            self.processes.on_main("clearing stage2/", self._clear_training)
         if self.processes.is_main and self.recipe.wandb.project:
             self.wandb_run()  # started before the trainer, so that its W&B callback logs into this run
         return run_training(self.recipe, self.edited_model_path, self.layout)
+
+    def _clear_training(self) -> None:
+        """``--force train`` starts over: the old checkpoints and refined model go (they would be resumed)."""
+        if self.layout.training.exists():
+            logger.info("--force train: removing %s, training starts from scratch", self.layout.training)
+            shutil.rmtree(self.layout.training)
 
     def stage_report(self) -> dict[str, Any]:
         from edit_grpo_trl.evaluation.report import write_report

@@ -152,11 +152,41 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
     )
 
 
+def resume_checkpoint(requested: str | bool | None, training_dir: Path) -> str | None:
+    """The checkpoint training resumes from, as the recipe's ``training.resume_from_checkpoint`` asks:
+
+    * unset: the last checkpoint under ``training_dir`` if there is one (an interrupted run goes on);
+    * ``false``: none, training starts over;
+    * ``true``: the last checkpoint under ``training_dir``, which must exist;
+    * a path: that checkpoint folder, which must exist.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    def last() -> str | None:
+        return get_last_checkpoint(str(training_dir)) if Path(training_dir).is_dir() else None
+
+    word = requested.strip().lower() if isinstance(requested, str) else requested
+    if word is None:
+        return last()
+    if word in (False, "false", "no"):
+        return None
+    if word in (True, "true", "yes", "last"):
+        found = last()
+        if found is None:
+            raise RecipeError(
+                f"training.resume_from_checkpoint is {requested!r}, but {training_dir} holds no checkpoint"
+            )
+        return found
+    if not Path(requested).is_dir():
+        raise RecipeError(f"training.resume_from_checkpoint: no checkpoint folder at {requested}")
+    return str(requested)
+
+
 def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, Any]:
-    """Train, resuming from the last checkpoint under ``layout.training``; save the final model atomically."""
+    """Train, resuming as :func:`resume_checkpoint` says (by default from the last checkpoint under
+    ``layout.training``); save the final model atomically."""
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
@@ -166,7 +196,7 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
     trainer = build_trainer(recipe, args, model, tokenizer, dataset)
-    last = get_last_checkpoint(str(layout.training)) if layout.training.is_dir() else None
+    last = resume_checkpoint(args.resume_from_checkpoint, Path(layout.training))
     if last:
         logger.info("resuming %s from %s", recipe.refinement, last)
     result = trainer.train(resume_from_checkpoint=last)
