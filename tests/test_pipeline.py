@@ -30,7 +30,7 @@ def recipe(tmp_path, *extra):
     return load_recipe(RECIPE, [*QUICK, *extra, "--output_dir", str(tmp_path / "run")])
 
 
-def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_world):
+def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_world, monkeypatch):
     report = run_pipeline(recipe(tmp_path))
     run = tmp_path / "run"
     for stage in STAGES:
@@ -43,6 +43,12 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
         "report/report.md",
         "report/report.png",
         "eval/pre_edit/baseline.json",
+        "eval/post_refinement/probes.jsonl",
+        "eval/post_refinement/results.json",
+        "stage2/final/README.md",
+        "stage2/final/edit_manifest.json",
+        "stage2/final/recipe.json",
+        "stage2/final/report.md",
     ):
         assert (run / path).exists(), path
     points = json.loads((run / "report" / "report.json").read_text())
@@ -66,8 +72,18 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
     assert (
         run / "recipe.json"
     ).stat().st_mtime_ns == recipe_written  # every stage skipped: nothing rewritten
-    run_pipeline(recipe(tmp_path), force={"report"})
+    # the opt-in push sends the refined folder, card included, to the named repository (a local stand-in)
+    import huggingface_hub
+
+    from .test_hub import LocalHub
+
+    hub = LocalHub(tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: hub)
+    pushing = ["--training.push_to_hub", "true", "--training.hub_model_id", "me/refined"]
+    run_pipeline(recipe(tmp_path, *pushing), force={"report"})
     assert (run / "stages" / "report.done.json").stat().st_mtime_ns != markers["report"]
+    assert (tmp_path / "hub" / "me" / "refined" / "README.md").is_file()
+    assert (tmp_path / "hub" / "me" / "refined" / "config.json").is_file()
 
 
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, tiny_world):

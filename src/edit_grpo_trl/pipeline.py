@@ -577,9 +577,44 @@ class Pipeline:
         table = write_report(points, self.layout.report, overwrite=True, locality=locality)
         if self.recipe.wandb.project:
             self._log_report_to_wandb(points)
+        refined = self._complete_refined_model(points)
         print(table)
         print(f"\nreport: {self.layout.report / 'report.md'}")
-        return {"report": str(self.layout.report)}
+        return {"report": str(self.layout.report), **refined}
+
+    def _complete_refined_model(self, points: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """stage2/final gets a model card, the edit manifest, the recipe and the report; then the opt-in
+        push (training.push_to_hub with training.hub_model_id)."""
+        from edit_grpo_trl.editors.checkpoint import MANIFEST_NAME
+        from edit_grpo_trl.evaluation.report import headline_table
+        from edit_grpo_trl.hub import complete_refined_folder, hub_target, model_card, push_refined
+
+        folder = self.layout.refined_model
+        if not folder.is_dir():
+            return {}
+        manifest = Path(self.edited_model_path) / MANIFEST_NAME
+        recipe = self.recipe
+        card = model_card(
+            recipe.model.name_or_path,
+            recipe.editor.name,
+            recipe.refinement,
+            self.cases(),
+            recipe.training,
+            recipe.lora.enabled,
+            headline_table(points),
+        )
+        files = complete_refined_folder(
+            folder,
+            card,
+            manifest if manifest.is_file() else None,
+            self.layout.root / "recipe.json",
+            self.layout.report,
+        )
+        summary: dict[str, Any] = {"refined_model_files": files}
+        target = hub_target(recipe.training)
+        if target is not None:
+            summary["pushed_to"] = push_refined(folder, target)
+        return summary
 
     def _log_report_to_wandb(self, points: dict[str, dict[str, float]]) -> None:
         from edit_grpo_trl.evaluation.report import log_report_to_wandb

@@ -53,8 +53,12 @@ def training_settings(recipe: PipelineRecipe, model_path: str | None = None) -> 
     """
     import torch
 
+    from edit_grpo_trl.hub import hub_target
+
     settings = dict(recipe.training)
     require_vllm(settings)
+    hub_target(settings)  # push_to_hub pushes the refined model after the report (edit_grpo_trl.hub) ...
+    settings["push_to_hub"] = False  # ... and the trainer none of its checkpoints
     if settings.get("alignment_layer") is None and model_path is not None:
         layer = edited_layer(model_path)
         if layer is not None:
