@@ -224,7 +224,7 @@ def test_eval_command_scores_a_checkpoint_against_a_baseline(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| Locality | 100.0 | 100.0 | - |" in printed and "| Edit Succ. |" in printed
+    assert "| Locality | 100.0 | 100.0 | +0.0 |" in printed and "| Edit Succ. |" in printed
     records = json.loads((out / "results.json").read_text())
     assert {"case_id", "requested_rewrite", "pre", "post"} <= set(records[0])
     assert json.loads((out / "summary.json").read_text())["post"]["locality"]["neighbour_acc"] == 1.0

@@ -132,7 +132,8 @@ def sample_fluency_texts(
     continuation hold ``max_length`` tokens (the prompt as the tokenizer encodes it, special tokens
     included), decoded without special tokens; seeded, and the global RNG is left as it was.
 
-    Unlike EasyEdit's ``generate_fast`` a row stops at EOS (what follows an EOS is not text)."""
+    As in EasyEdit's ``generate_fast``, EOS does not end a row: the text always runs to ``max_length``
+    tokens. EOS is kept from being sampled (EasyEdit samples it and drops it from the decoded text)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     texts: list[str] = []
@@ -149,6 +150,7 @@ def sample_fluency_texts(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max(budget),
+                min_new_tokens=max(budget),
                 do_sample=True,
                 top_k=top_k,
                 top_p=1.0,

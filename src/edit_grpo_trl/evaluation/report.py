@@ -38,18 +38,22 @@ def _format(metric: str, value: float | None) -> str:
 
 
 def markdown_table(points: dict[str, dict[str, float]], rows: dict[str, str] | None = None) -> str:
-    """Metric rows x point columns (percent; fluency as n-gram entropy x100), with refine - edit.
+    """Metric rows x point columns (percent; fluency as n-gram entropy x100), with refine - edit (the eval
+    command's two points: model - baseline).
 
     ``rows`` maps row labels to metrics (the headline); by default every metric, under its own name."""
     names = _point_names(points)
     if rows is None:
         metrics = sorted({m for values in points.values() for m in values}, key=lambda m: (m == "fluency", m))
         rows = {m: m for m in metrics}
-    header = "| metric | " + " | ".join(LABELS.get(p, p) for p in names) + " | change (refine - edit) |"
+    before, after, title = "post_edit", "post_refinement", "refine - edit"
+    if "model" in points and "baseline" in points:
+        before, after, title = "baseline", "model", "model - baseline"
+    header = "| metric | " + " | ".join(LABELS.get(p, p) for p in names) + f" | change ({title}) |"
     lines = [header, "|" + " --- |" * (len(names) + 2)]
     for label, metric in rows.items():
         row = [_format(metric, points[p].get(metric)) for p in names]
-        post, refined = points.get("post_edit", {}).get(metric), points.get("post_refinement", {}).get(metric)
+        post, refined = points.get(before, {}).get(metric), points.get(after, {}).get(metric)
         change = "-"
         if post is not None and refined is not None:
             scale = 1 if metric == "fluency" else 100
@@ -101,7 +105,8 @@ def report_markdown(
         parts += [
             f"\n## Locality by probe key ({locality_of or LABELS.get(_point_names(points)[-1], _point_names(points)[-1])})\n",
             "A changed probe's greedy answer span differs from the pre-edit model's; it flipped to this "
-            "case's new object, another case's, or something else.\n",
+            "case's new object, another case's, or something else. Rows pool their probes (the headline "
+            "averages per key, then over keys and cases).\n",
             locality_table(locality),
         ]
     parts += ["\n## All metrics\n", markdown_table(points)]
