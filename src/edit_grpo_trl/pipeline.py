@@ -211,23 +211,9 @@ def _device(recipe: PipelineRecipe) -> str:
 
 
 def load_model(path: str, recipe: PipelineRecipe):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from edit_grpo_trl.loading import load_causal_lm
 
-    dtype = getattr(torch, recipe.model.dtype) if recipe.model.dtype != "auto" else "auto"
-    if _device(recipe) == "cpu" and dtype in (torch.bfloat16, torch.float16):
-        # Half-precision matmuls on a CPU are several times slower than float32 (as training does there).
-        logger.info("model.dtype %s: no GPU, so models load in float32", recipe.model.dtype)
-        dtype = torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if recipe.model.attn_implementation:
-        kwargs["attn_implementation"] = recipe.model.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(_device(recipe))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    model.eval()
-    return model, tokenizer
+    return load_causal_lm(path, recipe.model, _device(recipe))
 
 
 def check_output_dir(run_dir: Path, model_path: str) -> None:

@@ -124,6 +124,12 @@ def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result
 def _check_lora(recipe: PipelineRecipe, meta_model, result: Preflight) -> None:
     if not recipe.lora.enabled:
         return
+    try:
+        from edit_grpo_trl.loading import lora_config
+
+        lora_config(recipe.lora)  # every lora.options key is a peft.LoraConfig field
+    except (ValueError, TypeError) as error:
+        result.fail("lora", error)
     names = [name for name, _ in meta_model.named_modules()]
     for target in recipe.lora.target_modules:
         if target == ALL_LINEAR:

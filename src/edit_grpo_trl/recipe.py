@@ -81,11 +81,21 @@ class ModelSettings:
     dtype: str = "float32"
     attn_implementation: str | None = None
     device: str | None = None  # None: CUDA when available, else CPU
+    # TRL ModelConfig's loading keys (edit_grpo_trl.loading): revision, remote code, bitsandbytes
+    model_revision: str | None = None
+    trust_remote_code: bool = False
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    use_bnb_nested_quant: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
             raise ValueError(f"name_or_path must name a model, got {self.name_or_path!r}")
         _one_of("dtype", self.dtype, DTYPES)
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are exclusive: choose one")
+        _one_of("bnb_4bit_quant_type", self.bnb_4bit_quant_type, ("nf4", "fp4"))
 
 
 @dataclass
@@ -168,6 +178,8 @@ class LoraSettings:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
     )
+    # any other peft.LoraConfig field (layers_to_transform, use_dora, use_rslora, ...): edit_grpo_trl.loading
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _at_least("r", self.r, 1)

@@ -102,17 +102,9 @@ def build_training_config(
 
 
 def build_peft_config(recipe: PipelineRecipe):
-    if not recipe.lora.enabled:
-        return None
-    from peft import LoraConfig
+    from edit_grpo_trl.loading import lora_config
 
-    return LoraConfig(
-        r=recipe.lora.r,
-        lora_alpha=recipe.lora.alpha,
-        lora_dropout=recipe.lora.dropout,
-        target_modules=list(recipe.lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    return lora_config(recipe.lora)
 
 
 def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
@@ -190,15 +182,12 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
     """Train, resuming as :func:`resume_checkpoint` says (by default from the last checkpoint under
     ``layout.training``); save the final model atomically."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edit_grpo_trl.loading import load_causal_lm
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    model, tokenizer = load_causal_lm(model_path, recipe.model, place=False)
     trainer = build_trainer(recipe, args, model, tokenizer, dataset)
     last = resume_checkpoint(args.resume_from_checkpoint, Path(layout.training))
     if last:

@@ -1,0 +1,127 @@
+"""One model loader for the stages that load a causal LM: the recipe's ``model`` section, shaped like TRL's
+``ModelConfig``, becomes the keyword arguments ``from_pretrained`` gets (TRL's ``model_init_kwargs``).
+
+``model:`` keys: ``name_or_path``, ``dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``),
+``attn_implementation``, ``model_revision``, ``trust_remote_code``, and quantization as TRL spells it:
+``load_in_4bit`` / ``load_in_8bit`` with ``bnb_4bit_quant_type`` and ``use_bnb_nested_quant`` (bitsandbytes).
+On a CPU-only machine half precision becomes float32 (half-precision matmuls there are several times slower).
+
+``lora:`` goes straight into ``peft.LoraConfig``: ``r``, ``alpha``, ``dropout`` and ``target_modules``
+(``[all-linear]`` included), and under ``options`` any other ``LoraConfig`` field (``layers_to_transform``,
+``use_dora``, ``use_rslora``, ``modules_to_save``, ...), each checked against ``LoraConfig`` by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+HALF = ("bfloat16", "float16")
+ALL_LINEAR = "all-linear"
+
+
+def resolve_dtype(name: str, device: str | None) -> str:
+    """The dtype a model loads in: the recipe's, except half precision on a CPU (float32 there)."""
+    on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    if on_cpu and name in HALF:
+        logger.info("model.dtype %s: no GPU, so models load in float32", name)
+        return "float32"
+    return name
+
+
+def model_init_kwargs(settings, device: str | None = None) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments (TRL's ``model_init_kwargs``) from a recipe's ``model`` section."""
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(settings.dtype, device)}
+    if settings.attn_implementation:
+        kwargs["attn_implementation"] = settings.attn_implementation
+    if getattr(settings, "model_revision", None):
+        kwargs["revision"] = settings.model_revision
+    if getattr(settings, "trust_remote_code", False):
+        kwargs["trust_remote_code"] = True
+    quantization = quantization_config(settings)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    return kwargs
+
+
+def quantization_config(settings):
+    """A ``BitsAndBytesConfig`` for ``load_in_4bit`` / ``load_in_8bit``, as TRL's ``get_quantization_config``."""
+    if getattr(settings, "load_in_4bit", False):
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=getattr(torch, settings.dtype) if settings.dtype in HALF else None,
+            bnb_4bit_quant_type=settings.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=settings.use_bnb_nested_quant,
+        )
+    if getattr(settings, "load_in_8bit", False):
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_tokenizer(path: str, settings=None):
+    """The tokenizer, left-padded, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    if settings is not None and getattr(settings, "model_revision", None):
+        kwargs["revision"] = settings.model_revision
+    if settings is not None and getattr(settings, "trust_remote_code", False):
+        kwargs["trust_remote_code"] = True
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal_lm(path: str, settings, device: str | None = None, place: bool = True):
+    """(model, tokenizer) as the recipe's ``model`` section says; with ``place`` the model goes to
+    ``device`` (quantized models stay where bitsandbytes put them) and into eval mode. Training loads with
+    ``place=False``: the trainer moves the model itself."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = model_init_kwargs(settings, device)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if place:
+        if "quantization_config" not in kwargs and device is not None:
+            model = model.to(device)
+        model.eval()
+    return model, load_tokenizer(path, settings)
+
+
+def lora_config(lora):
+    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off)."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    # peft reads "all-linear" only as a string; in a list it would be a module's name
+    targets = ALL_LINEAR if list(lora.target_modules) == [ALL_LINEAR] else list(lora.target_modules)
+    options = dict(getattr(lora, "options", None) or {})
+    valid = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
+    named = {"r", "lora_alpha", "lora_dropout", "target_modules", "task_type"}
+    for key in options:
+        if key in named:
+            raise ValueError(f"lora.options.{key}: set it as lora.{key.removeprefix('lora_')} instead")
+        if key not in valid:
+            nearest = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+            raise ValueError(f"lora.options.{key}: peft.LoraConfig has no field {key!r}.{hint}")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        **options,
+    )

@@ -1,0 +1,82 @@
+"""One model loader: the recipe's TRL-ModelConfig-shaped ``model`` section and ``lora`` straight into peft."""
+
+import pytest
+import torch
+
+from edit_grpo_trl.loading import ALL_LINEAR, load_causal_lm, lora_config, model_init_kwargs
+from edit_grpo_trl.recipe import RecipeError, load_recipe
+
+from .trainer.conftest import make_model, make_tokenizer
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    model, tokenizer = make_model(seed=1), make_tokenizer()
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_an_8b_recipe_trains_in_bfloat16_on_a_gpu_and_float32_on_a_cpu(tiny_folder, monkeypatch):
+    recipe = load_recipe("recipes/qwen3-8b/rome.yaml", ["--model.attn_implementation", "eager"])
+    assert recipe.model.dtype == "bfloat16"
+    # as run_training loads it (the trainer places the model): float32 on this CPU-only machine ...
+    model, _ = load_causal_lm(tiny_folder, recipe.model, place=False)
+    assert next(model.parameters()).dtype == torch.float32
+    # ... and the recipe's bfloat16 where there is a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    model, tokenizer = load_causal_lm(tiny_folder, recipe.model, place=False)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_model_section_becomes_from_pretrained_kwargs():
+    recipe = load_recipe(
+        None,
+        [
+            "--model.dtype",
+            "bfloat16",
+            "--model.attn_implementation",
+            "sdpa",
+            "--model.model_revision",
+            "v2",
+            "--model.trust_remote_code",
+            "true",
+            "--model.load_in_4bit",
+            "true",
+        ],
+    )
+    kwargs = model_init_kwargs(recipe.model, device="cuda")
+    assert kwargs["dtype"] == "bfloat16" and kwargs["attn_implementation"] == "sdpa"
+    assert kwargs["revision"] == "v2" and kwargs["trust_remote_code"] is True
+    quantization = kwargs["quantization_config"]
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.bnb_4bit_compute_dtype == torch.bfloat16
+    assert model_init_kwargs(recipe.model, device="cpu")["dtype"] == "float32"
+    with pytest.raises(RecipeError, match="exclusive"):
+        load_recipe(None, ["--model.load_in_4bit", "true", "--model.load_in_8bit", "true"])
+
+
+def test_lora_goes_straight_into_peft():
+    recipe = load_recipe(
+        None,
+        [
+            "--lora.enabled",
+            "true",
+            "--lora.target_modules",
+            '["down_proj"]',
+            "--lora.options",
+            '{"layers_to_transform": [1], "use_dora": true}',
+        ],
+    )
+    config = lora_config(recipe.lora)
+    assert config.target_modules == {"down_proj"} and config.layers_to_transform == [1] and config.use_dora
+    assert lora_config(load_recipe(None, []).lora) is None  # LoRA off
+    recipe.lora.options, recipe.lora.target_modules = {}, [ALL_LINEAR]
+    assert lora_config(recipe.lora).target_modules == ALL_LINEAR  # peft reads it only as a string
+    recipe.lora.options = {"layer_to_transform": [1]}
+    with pytest.raises(ValueError, match="no field 'layer_to_transform'. Did you mean 'layers_to_transform'"):
+        lora_config(recipe.lora)
+    recipe.lora.options = {"lora_alpha": 8}
+    with pytest.raises(ValueError, match="set it as lora.alpha"):
+        lora_config(recipe.lora)
