@@ -164,3 +164,18 @@ def test_keep_known_filters_the_whole_source_before_cutting(tmp_path, tiny_world
     assert summary["cases"] == known["kept"] == 3 == len(pipeline.cases())
     kept_ids = [case.case_id for case in pipeline.cases()]
     assert all(report["relations"]) and len(set(kept_ids)) == 3
+
+
+def test_seeds_of_one_condition_share_a_wandb_group(tmp_path, tiny_world, monkeypatch):
+    import wandb
+
+    calls = []
+
+    class Run:
+        id = "run-1"
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or Run())
+    pipeline = Pipeline(recipe(tmp_path, "--wandb.project", "p", "--wandb.group", "rome/pgaa"))
+    pipeline.layout.root.mkdir(parents=True)
+    pipeline.wandb_run()
+    assert calls[0]["group"] == "rome/pgaa"

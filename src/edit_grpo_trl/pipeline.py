@@ -626,6 +626,7 @@ class Pipeline:
             entity=settings.entity,
             name=settings.run_name or self.layout.root.name,
             tags=list(settings.tags),
+            group=settings.group,
             config=self.recipe.to_dict(),
             dir=str(self.layout.root),
             id=run_id,

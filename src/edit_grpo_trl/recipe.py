@@ -200,6 +200,7 @@ class WandbSettings:
     entity: str | None = None
     run_name: str | None = None
     tags: list[str] = field(default_factory=list)
+    group: str | None = None  # W&B's run group: the seeds of one benchmark condition share one
 
 
 @dataclass
