@@ -35,6 +35,16 @@ def resolve_dtype(name: str, device: str | None) -> str:
     return name
 
 
+def source_dtype(config) -> torch.dtype | None:
+    """The dtype a model's weights were saved in, as its config says (None when it says nothing usable).
+
+    Stage 1 edits in float32 and saves the edited checkpoint back in this dtype."""
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(value, str):
+        value = getattr(torch, value, None)
+    return value if isinstance(value, torch.dtype) and value.is_floating_point else None
+
+
 def model_init_kwargs(settings, device: str | None = None) -> dict[str, Any]:
     """``from_pretrained`` keyword arguments (TRL's ``model_init_kwargs``) from a recipe's ``model`` section."""
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(settings.dtype, device)}

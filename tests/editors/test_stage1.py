@@ -58,3 +58,22 @@ def test_run_stage1_writes_an_edited_checkpoint(tiny_world, tmp_path):
     assert float((edited - original).norm()) == pytest.approx(result["update_norms"][str(layer)], rel=1e-3)
     with pytest.raises(CheckpointError, match="not empty"):
         run_stage1(tiny_world.path, cases, "ft", output_dir=tmp_path / "edited", device="cpu")
+
+
+@pytest.mark.slow
+def test_the_edited_checkpoint_keeps_the_source_models_dtype(tiny_world, tmp_path):
+    import copy
+    import shutil
+
+    import torch
+
+    source = tmp_path / "bf16"
+    shutil.copytree(tiny_world.path, source)
+    # the same model, saved in bfloat16 (a copy: the session's model stays as it is)
+    copy.deepcopy(tiny_world.model).to(torch.bfloat16).save_pretrained(source)
+    cases = tiny_world.world.edit_cases(num_cases=1, seed=0)
+    result = run_stage1(
+        source, cases, "ft", output_dir=tmp_path / "edited", device="cpu", show_progress=False
+    )
+    model, _ = load_edited(result["output_dir"]).load()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

@@ -79,6 +79,8 @@ def run_stage1(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from edit_grpo_trl.loading import source_dtype
+
     if isinstance(cases, (str, Path)):
         cases = load_cases(cases)
     cases = list(cases)
@@ -100,6 +102,7 @@ def run_stage1(
     )
     result = edit.edit(model, tokenizer, cases, mode=mode, batch_size=batch_size, show_progress=show_progress)
     manifest = EditManifest.from_record(result.record, source_model=str(model_path))
+    result.model.to(source_dtype(config) or result.model.dtype)  # saved as the source model was (bf16, ...)
     save_edited(result.model, tokenizer, manifest, output_dir, source_model=model_path, overwrite=overwrite)
     return {
         "output_dir": str(output_dir),
