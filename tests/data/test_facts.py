@@ -152,12 +152,22 @@ def test_locality_never_asks_about_a_fact_edited_in_the_same_draw(limit):
     edited = _edited_anchors(cases)
     edited_facts = {(case.relation, case.subject) for case in cases}
     for case in cases:
-        for probe in case.probes_of(ProbeKind.LOCALITY):
+        for probe in case.probes_of(ProbeKind.LOCALITY) + case.probes_of(ProbeKind.TRAIN_LOCALITY):
             assert probe.prompt not in edited, (case.case_id, probe.prompt)
         hop = BANK.relations[case.relation].two_hop
         if hop is not None:  # nor does a two-hop question go through an edited fact
             assert (hop.via, case.new_object) not in edited_facts
     assert all(case.probes_of(ProbeKind.LOCALITY, "neighborhood") for case in cases)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_no_case_trains_to_keep_a_fact_that_any_case_evaluates(seed):
+    cases = fact_cases("real", seed=seed, limit=150)
+    evaluated = {p.prompt for case in cases for p in case.probes_of(ProbeKind.LOCALITY)}
+    trained = {p.prompt for case in cases for p in case.probes_of(ProbeKind.TRAIN_LOCALITY)}
+    assert evaluated and trained
+    assert not evaluated & trained
+    assert sum(bool(case.probes_of(ProbeKind.TRAIN_LOCALITY, "neighborhood")) for case in cases) >= 140
 
 
 def test_cases_are_deterministic_by_seed_and_ids_are_unique_and_stable():
