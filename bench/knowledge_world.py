@@ -172,6 +172,8 @@ def copy_finished_stages(source: Path, target: Path) -> None:
     for point in ("pre_edit", "post_edit"):
         shutil.copytree(source / "eval" / point, target / "eval" / point, dirs_exist_ok=True)
     shutil.copytree(source / "agt_dataset", target / "agt_dataset", dirs_exist_ok=True)
+    if (source / "locality_pool.jsonl").is_file():
+        shutil.copy2(source / "locality_pool.jsonl", target / "locality_pool.jsonl")
     if (source / "stage1").exists() and not (target / "stage1").exists():
         (target / "stage1").symlink_to(Path("..") / source.name / "stage1")
     for stage in PRE_TRAIN_STAGES:  # markers last: a stage counts as done only once its files are in place

@@ -79,6 +79,10 @@ class RunLayout:
         return self.root / "agt_dataset"
 
     @property
+    def locality_pool(self) -> Path:
+        return self.root / "locality_pool.jsonl"
+
+    @property
     def training_prompts(self) -> Path:
         return self.root / "train_prompts.jsonl"
 
@@ -388,6 +392,12 @@ class Pipeline:
         summary: dict[str, Any] = {}
         if self.recipe.data.keep_known:
             cases, summary["known"] = self._known_cases(cases)
+        if self.recipe.data.locality_holdout_share:
+            from edit_grpo_trl.data.pools import hold_out_locality
+
+            cases, summary["locality_probes_held_out"] = hold_out_locality(
+                cases, self.recipe.data.locality_holdout_share, self.recipe.data.seed
+            )
         save_cases(cases, self.layout.cases)
         return {"cases": len(cases), **summary}
 
@@ -511,6 +521,7 @@ class Pipeline:
             answer_match=data.answer_match,
             seed=data.seed,
             on_missing=data.on_missing,
+            locality_pool_size=data.locality_pool_size,
         )
         model = tokenizer = None
         if data.locality_answers == "model" or data.prompt_style == "chat" or data.train_prompts.needs_model:
@@ -524,6 +535,12 @@ class Pipeline:
         if self.layout.agt_dataset.exists():
             shutil.rmtree(self.layout.agt_dataset)
         dataset.save_to_disk(str(self.layout.agt_dataset))
+        pool = self.layout.locality_pool
+        temporary = pool.with_name(pool.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            for row in records.locality_pool:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        temporary.replace(pool)
         return {"rows": len(dataset), "report": vars(records.report), **summary}
 
     def _training_pools(self, cases, model, tokenizer):

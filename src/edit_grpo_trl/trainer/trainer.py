@@ -33,6 +33,7 @@ from edit_grpo_trl.trainer.layer_features import (
     output_gradients,
     resolve_alignment_module,
 )
+from edit_grpo_trl.trainer.locality import LocalityLossMixin
 from edit_grpo_trl.trainer.pgaa import Role, add_alignment_term, pgaa_advantages
 from edit_grpo_trl.trainer.rewards import resolve_reward_functions
 from edit_grpo_trl.trainer.sampler import CaseGroupedSampler, cases_per_generation_batch
@@ -75,7 +76,7 @@ def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None
         )
 
 
-class EditGRPOTrainer(GRPOTrainer):
+class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
     """GRPO refinement of an edited model with AGT rewards and PGAA advantages.
 
     Args:
@@ -85,6 +86,8 @@ class EditGRPOTrainer(GRPOTrainer):
         train_dataset: an AGT dataset (``build_agt_dataset``): columns ``prompt``, ``case_id``, ``role``,
             ``answers`` and optionally ``answer_style`` and ``old_answers``; every case with the same
             number of rows.
+        locality_pool: rows ``{"prompt", "answers", "answer_style"}`` for the dense locality loss (needed when
+            ``args.locality_coef`` > 0; see :mod:`edit_grpo_trl.trainer.locality`).
         Every other keyword goes to `GRPOTrainer` (``processing_class``, ``peft_config``, callbacks...).
     """
 
