@@ -25,7 +25,7 @@ class ModelSize:
 SIZES = {
     # ~0.5M parameters: CPU smoke runs
     "toy": ModelSize(hidden=64, layers=4, intermediate=192, heads=4, kv_heads=2, vocab=2000),
-    # ~110M parameters: the floor for the overhead benchmark
+    # ~110M parameters: the smallest size the overhead benchmark reports
     "110m": ModelSize(hidden=768, layers=12, intermediate=2048, heads=12, kv_heads=4, vocab=32000),
     # Qwen3-8B's exact shape (random weights)
     "qwen3-8b": ModelSize(hidden=4096, layers=36, intermediate=12288, heads=32, kv_heads=8, vocab=151936),

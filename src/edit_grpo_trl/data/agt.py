@@ -1,6 +1,6 @@
 """The AGT dataset: edit cases -> one row per training prompt, in the columns the trainer and rewards read.
 
-Every case becomes exactly ``1 + K + L`` consecutive rows (DESIGN section 3):
+Every case becomes exactly ``1 + K + L`` consecutive rows (docs/design.md section 4):
 
 * one ``anchor`` row: the edit prompt itself;
 * ``K`` ``generalization`` rows, drawn from the case's *training* generalization probes only (evaluation
@@ -159,7 +159,9 @@ class AGTBuildReport:
     cases_cycling_generalization: int = 0  # fewer training prompts than K: some repeat
     cases_cycling_locality: int = 0
     locality_fallbacks: int = 0  # pre-edit completion gave no answer: dataset answers used
-    locality_rows_from_evaluation: int = 0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
+    locality_rows_from_evaluation: int = (
+        0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
+    )
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""PGAA advantages: the anchor-excluded per-case baseline and the alignment term (DESIGN section 4).
+"""PGAA advantages: the anchor-excluded per-case baseline and the alignment term (docs/design.md section 5).
 
 Pure tensor functions, no trainer state. ``EditGRPOTrainer`` gathers one generation batch from every
 process, calls :func:`pgaa_advantages`, adds :func:`add_alignment_term`, and keeps its own slice.

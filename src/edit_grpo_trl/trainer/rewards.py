@@ -1,4 +1,4 @@
-"""AGT reward functions (DESIGN section 3), each a plain function with TRL's reward signature.
+"""AGT reward functions (docs/design.md section 4), each a plain function with TRL's reward signature.
 
 TRL calls ``func(prompts=..., completions=..., completion_ids=..., **columns)`` where ``columns`` are the
 dataset's extra columns, one value per completion. Every function here reads ``role`` and ``answers``

@@ -1,6 +1,6 @@
 """`EditGRPOTrainer`: TRL's `GRPOTrainer` with case-grouped sampling, AGT rewards and PGAA advantages.
 
-TRL has no advantage hook, so the subclass stays as thin as it can (DESIGN section 5):
+TRL has no advantage hook, so the subclass stays as thin as it can (docs/design.md section 7):
 
 1. ``_get_train_sampler`` returns a :class:`CaseGroupedSampler`, so every generation batch holds whole
    edit cases.
