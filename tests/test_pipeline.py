@@ -86,8 +86,9 @@ def test_bad_inputs_fail_clearly_and_overwrite_nothing(tmp_path, tiny_world, cap
     assert main(["pipeline", "--config", RECIPE, "--training.alignment_coeff", "0.1"]) == 2
     assert "Did you mean 'alignment_coef'" in capsys.readouterr().err
     missing = recipe(tmp_path, "--data.source", str(tmp_path / "absent.json"))
-    with pytest.raises(Exception, match="absent.json"):
+    with pytest.raises(RecipeError, match="nothing was started") as error:
         run_pipeline(missing)
+    assert f"no data file or folder at {tmp_path / 'absent.json'}" in str(error.value)
     with pytest.raises(RecipeError, match="overlaps the source model's folder"):
         run_pipeline(load_recipe(RECIPE, ["--output_dir", str(tiny_world.path)]))
     assert (tiny_world.path / "pretrain_report.json").is_file()
