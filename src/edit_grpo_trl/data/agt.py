@@ -39,13 +39,9 @@ import datasets
 from edit_grpo_trl.answers import extract_answer
 from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
 from edit_grpo_trl.generation import greedy_generate
+from edit_grpo_trl.roles import ANCHOR, GENERALIZATION, LOCALITY, ROLES
 
 logger = logging.getLogger(__name__)
-
-ANCHOR = "anchor"
-GENERALIZATION = "generalization"
-LOCALITY = "locality"
-ROLES = (ANCHOR, GENERALIZATION, LOCALITY)
 
 PROMPT_PLACEHOLDER = "{prompt}"
 DEFAULT_CHAT_INSTRUCTION = (

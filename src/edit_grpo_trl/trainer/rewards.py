@@ -19,12 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edit_grpo_trl.answers import contains_match, exact_match, extract_answer, is_boxed_format
+from edit_grpo_trl.roles import ANCHOR, GENERALIZATION, LOCALITY
 
 RewardFunction = Callable[..., list[float | None]]
-
-ANCHOR = "anchor"
-GENERALIZATION = "generalization"
-LOCALITY = "locality"
 
 
 def _styles(answer_style: Sequence[str] | None, count: int) -> Sequence[str]:

@@ -67,7 +67,7 @@ def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None
             raise DatasetSchemaError(f"training dataset row {index}: {error}") from None
     anchors_per_case: dict[Any, int] = {}
     for case_id, role in zip(dataset["case_id"], dataset["role"], strict=True):
-        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == "anchor")
+        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == Role.ANCHOR.label)
     without_anchor = [case_id for case_id, count in anchors_per_case.items() if count != 1]
     if without_anchor:
         raise DatasetSchemaError(
@@ -131,7 +131,7 @@ class EditGRPOTrainer(GRPOTrainer):
             for row, (case_id, role) in enumerate(
                 zip(train_dataset["case_id"], train_dataset["role"], strict=True)
             )
-            if role == "anchor"
+            if role == Role.ANCHOR.label
         }
         self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
         self._gathered_rewards_per_func: torch.Tensor | None = None
