@@ -32,21 +32,10 @@ from typing import Any, TypeVar
 import torch
 
 from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
+from edit_grpo_trl.stages import EVERY_PROCESS_STAGES, STAGES, RunLayout
 
 logger = logging.getLogger(__name__)
 
-STAGES = (
-    "cases",
-    "pre_edit_eval",
-    "edit",
-    "post_edit_eval",
-    "agt_data",
-    "train",
-    "post_refinement_eval",
-    "report",
-)
-# Stages every process runs; the others run on the main process only.
-EVERY_PROCESS_STAGES = frozenset({"train"})
 WORLD_PREFIX = "world:"
 # How long the other processes wait for one main-process stage (stage 1 of an 8B model with MEMIT's key
 # statistics can take hours). Seconds; overridable through this environment variable.
@@ -55,47 +44,6 @@ DEFAULT_STAGE_TIMEOUT_S = 24 * 3600
 WANDB_RUN_FILE = "wandb_run.json"
 
 T = TypeVar("T")
-
-
-@dataclass
-class RunLayout:
-    """Where each stage writes inside the run folder."""
-
-    root: Path
-
-    def marker(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.done.json"
-
-    @property
-    def cases(self) -> Path:
-        return self.root / "cases.jsonl"
-
-    @property
-    def edited_model(self) -> Path:
-        return self.root / "stage1" / "model"
-
-    @property
-    def agt_dataset(self) -> Path:
-        return self.root / "agt_dataset"
-
-    @property
-    def training_prompts(self) -> Path:
-        return self.root / "train_prompts.jsonl"
-
-    @property
-    def training(self) -> Path:
-        return self.root / "stage2"
-
-    @property
-    def refined_model(self) -> Path:
-        return self.root / "stage2" / "final"
-
-    def evaluation(self, point: str) -> Path:
-        return self.root / "eval" / point
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
 
 
 class MainProcessStageError(RuntimeError):
