@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edit_grpo_trl.cli import main
-from edit_grpo_trl.pipeline import STAGES, WANDB_RUN_FILE, Pipeline, run_pipeline
+from edit_grpo_trl.pipeline import STAGES, WANDB_RUN_FILE, Pipeline, resolve_model_path, run_pipeline
 from edit_grpo_trl.recipe import RecipeError, load_recipe
 
 pytestmark = pytest.mark.slow
@@ -140,3 +140,8 @@ def test_keep_known_filters_the_whole_source_before_cutting(tmp_path, tiny_world
     assert summary["cases"] == known["kept"] == 3 == len(pipeline.cases())
     kept_ids = [case.case_id for case in pipeline.cases()]
     assert all(report["relations"]) and len(set(kept_ids)) == 3
+
+
+def test_a_world_model_is_named_by_size_not_by_folder(tmp_path):
+    with pytest.raises(RecipeError, match="give the folder itself"):
+        resolve_model_path(f"world:{tmp_path}")

@@ -36,7 +36,6 @@ from edit_grpo_trl.stages import EVERY_PROCESS_STAGES, STAGES, RunLayout
 
 logger = logging.getLogger(__name__)
 
-WORLD_PREFIX = "world:"
 # How long the other processes wait for one main-process stage (stage 1 of an 8B model with MEMIT's key
 # statistics can take hours). Seconds; overridable through this environment variable.
 STAGE_TIMEOUT_ENV = "EDIT_GRPO_STAGE_TIMEOUT"
@@ -143,12 +142,22 @@ def _release_memory() -> None:
 
 def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
     """A Hub id or folder as given; ``world:<size>[:<seed>]`` becomes the pretrained world's folder, and a
-    packaged model's Hub id (SmolLM2-135M-Instruct) its converted folder when the Hub is out of reach."""
+    packaged model's Hub id (SmolLM2-135M-Instruct) its converted folder when the Hub is out of reach.
+
+    ``world:`` names follow :func:`~edit_grpo_trl.data.formats.parse_world_spec`; ``world:<folder>`` is
+    refused here: a model that is already a folder is named by the folder itself."""
+    from edit_grpo_trl.data.formats import WORLD_PREFIX, parse_world_spec
+
     if name_or_path.startswith(WORLD_PREFIX):
         from edit_grpo_trl.data.world import ensure_world_model
 
-        size, _, seed = name_or_path[len(WORLD_PREFIX) :].partition(":")
-        return str(ensure_world_model(size, seed=int(seed or 0), device=device))
+        spec = parse_world_spec(name_or_path)
+        if spec.folder is not None:
+            raise RecipeError(
+                f"model.name_or_path {name_or_path!r}: a world model is named world:<size>[:<seed>]; "
+                f"for a world model folder, give the folder itself: {str(spec.folder)!r}"
+            )
+        return str(ensure_world_model(spec.size, seed=spec.seed, device=device))
     from edit_grpo_trl.models import resolve_hub_fallback
 
     return resolve_hub_fallback(name_or_path)

@@ -20,7 +20,8 @@ Formats (``format=`` names):
   and id is an invalid record. Its reference code reads only the first locality item; we keep all of
   them. QAEdit has no old object (``target_true`` is None).
 * ``cases``: this project's own JSON lines (:func:`edit_grpo_trl.data.cases.save_cases`).
-* ``world``: the generated knowledge world, by name: ``"world:<size>[:<seed>]"`` or ``"world:<model dir>"``.
+* ``world``: the generated knowledge world, by name: ``"world:<size>[:<seed>]"`` or ``"world:<model dir>"``
+  (:func:`parse_world_spec` holds the rule, and the pipeline reads model names with it too).
 * ``facts:<bank>[:<seed>]`` (by name only): real-fact edit cases from a shipped fact bank
   (:mod:`edit_grpo_trl.data.facts`), e.g. ``"facts:real"``.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ from edit_grpo_trl.data.records import (
 logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "knowedit", "easyedit", "zsre_mend", "qaedit", "cases", "world")
+WORLD_PREFIX = "world:"
 NEIGHBORHOOD = "neighborhood"
 
 
@@ -390,20 +393,45 @@ def load_format_file(
     return loaded
 
 
+@dataclass(frozen=True)
+class WorldSpec:
+    """A ``world:`` name, parsed: a saved world's ``folder``, or a ``size`` and ``seed`` to generate."""
+
+    size: str = "tiny"
+    seed: int = 0
+    folder: Path | None = None
+
+
+def parse_world_spec(spec: str) -> WorldSpec:
+    """Read ``world:<size>[:<seed>]`` or ``world:<folder>``, the one rule for every ``world:`` name.
+
+    The text after ``world:`` is a folder when a folder exists at that path (a saved world or world
+    model; its seed is 0). Otherwise it is a size (``tiny`` when empty), optionally followed by
+    ``:<seed>``, an integer (0 when omitted).
+    """
+    if not spec.startswith(WORLD_PREFIX):
+        raise ValueError(f"{spec!r} is not a {WORLD_PREFIX!r} name")
+    body = spec[len(WORLD_PREFIX) :]
+    if Path(body).is_dir():
+        return WorldSpec(folder=Path(body))
+    size, _, seed_text = body.partition(":")
+    try:
+        seed = int(seed_text) if seed_text else 0
+    except ValueError as error:
+        raise ValueError(f"{spec!r}: the seed after the size must be an integer") from error
+    return WorldSpec(size=size or "tiny", seed=seed)
+
+
 def _load_world(spec: str, limit: int | None) -> LoadedCases:
     """``world:<size>[:<seed>]`` or ``world:<model dir>``: edit cases of the generated knowledge world."""
     from edit_grpo_trl.data import world as world_module  # lazy: the world pulls in its own machinery
 
-    body = spec.split(":", 1)[1]
-    if Path(body).is_dir():
-        world, seed = world_module.KnowledgeWorld.load(Path(body)), 0
+    parsed = parse_world_spec(spec)
+    seed = parsed.seed
+    if parsed.folder is not None:
+        world = world_module.KnowledgeWorld.load(parsed.folder)
     else:
-        size, _, seed_text = body.partition(":")
-        try:
-            seed = int(seed_text) if seed_text else 0
-        except ValueError as error:
-            raise ValueError(f"{spec!r}: the seed after the size must be an integer") from error
-        world = world_module.KnowledgeWorld.generate(size=size or "tiny", seed=seed)
+        world = world_module.KnowledgeWorld.generate(size=parsed.size, seed=seed)
     cases = world.edit_cases(seed=seed) if limit is None else world.edit_cases(num_cases=limit, seed=seed)
     return LoadedCases(cases=list(cases), source=spec, format="world")
 
@@ -434,8 +462,8 @@ def load_edit_cases(
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     name = str(path_or_name)
-    if format == "world" or (format == "auto" and name.startswith("world:")):
-        return _load_world(name if name.startswith("world:") else f"world:{name}", limit)
+    if format == "world" or (format == "auto" and name.startswith(WORLD_PREFIX)):
+        return _load_world(name if name.startswith(WORLD_PREFIX) else f"{WORLD_PREFIX}{name}", limit)
     if format == "auto" and name.startswith("facts:"):
         return _load_facts(name, limit)
     if format in ("auto", "knowedit") and name.startswith("knowedit:"):
@@ -465,10 +493,13 @@ def _load_saved_cases(path: Path, limit: int | None) -> LoadedCases:
 
 __all__ = [
     "FORMATS",
+    "WORLD_PREFIX",
+    "WorldSpec",
     "detect_format",
     "easyedit_record_to_case",
     "load_edit_cases",
     "load_format_file",
+    "parse_world_spec",
     "qaedit_record_to_case",
     "zsre_mend_record_to_case",
 ]
