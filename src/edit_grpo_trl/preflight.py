@@ -22,7 +22,7 @@ import torch
 from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
 
 if TYPE_CHECKING:
-    from edit_grpo_trl.pipeline import RunLayout
+    from edit_grpo_trl.stages import RunLayout
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The AGT dataset: edit cases -> one row per training prompt, in the columns the trainer and rewards read.
 
-Every case becomes exactly ``1 + K + L`` consecutive rows (DESIGN section 3):
+Every case becomes exactly ``1 + K + L`` consecutive rows (docs/design.md section 4):
 
 * one ``anchor`` row: the edit prompt itself;
 * ``K`` ``generalization`` rows, drawn from the case's *training* generalization probes only (evaluation
@@ -44,13 +44,9 @@ import datasets
 from edit_grpo_trl.answers import extract_answer, normalize_answer
 from edit_grpo_trl.data.cases import EVALUATION_KINDS, EditCase, Probe, ProbeKind
 from edit_grpo_trl.generation import greedy_generate
+from edit_grpo_trl.roles import ANCHOR, GENERALIZATION, LOCALITY, ROLES
 
 logger = logging.getLogger(__name__)
-
-ANCHOR = "anchor"
-GENERALIZATION = "generalization"
-LOCALITY = "locality"
-ROLES = (ANCHOR, GENERALIZATION, LOCALITY)
 
 PROMPT_PLACEHOLDER = "{prompt}"
 DEFAULT_CHAT_INSTRUCTION = (
@@ -168,9 +164,8 @@ class AGTBuildReport:
     cases_cycling_generalization: int = 0  # fewer training prompts than K: some repeat
     cases_cycling_locality: int = 0
     locality_fallbacks: int = 0  # pre-edit completion gave no answer: dataset answers used
-    locality_rows_from_evaluation: int = (
-        0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
-    )
+    # Cases without TRAIN_LOCALITY probes: their evaluation locality probes were trained on.
+    locality_rows_from_evaluation: int = 0
     locality_pool: int = 0  # prompts in the locality pool
     locality_pool_dropped: int = 0  # training locality prompts another case evaluates (or edits)
 

@@ -51,7 +51,8 @@ class EditGRPOConfig(GRPOConfig):
             `"anchor_samples"`: g_c is the mean gradient of the case's sampled anchor completions.
         center_alignment (`bool`, defaults to `False`):
             Subtract each case's mean cosine (over its generalization samples) before adding the alignment
-            term, so it re-ranks a case's samples rather than shifting them all. Off: the design's form.
+            term, so it re-ranks a case's samples rather than shifting them all. An ablation switch, off by
+            default; its measured effect is in docs/design.md section 5.
         exclude_anchor_from_baseline (`bool`, defaults to `True`):
             Take each case's baseline mean and std over its generalization samples only.
         locality_coef (`float`, defaults to `0.0`):

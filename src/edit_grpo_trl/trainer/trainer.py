@@ -1,6 +1,6 @@
 """`EditGRPOTrainer`: TRL's `GRPOTrainer` with case-grouped sampling, AGT rewards and PGAA advantages.
 
-TRL has no advantage hook, so the subclass stays as thin as it can (DESIGN section 5):
+TRL has no advantage hook, so the subclass stays as thin as it can (docs/design.md section 7):
 
 1. ``_get_train_sampler`` returns a :class:`CaseGroupedSampler`, so every generation batch holds whole
    edit cases.
@@ -68,7 +68,7 @@ def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None
             raise DatasetSchemaError(f"training dataset row {index}: {error}") from None
     anchors_per_case: dict[Any, int] = {}
     for case_id, role in zip(dataset["case_id"], dataset["role"], strict=True):
-        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == "anchor")
+        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == Role.ANCHOR.label)
     without_anchor = [case_id for case_id, count in anchors_per_case.items() if count != 1]
     if without_anchor:
         raise DatasetSchemaError(
@@ -134,7 +134,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
             for row, (case_id, role) in enumerate(
                 zip(train_dataset["case_id"], train_dataset["role"], strict=True)
             )
-            if role == "anchor"
+            if role == Role.ANCHOR.label
         }
         self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
         self._gathered_rewards_per_func: torch.Tensor | None = None
