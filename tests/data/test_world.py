@@ -138,7 +138,10 @@ def test_heldout_templates_are_keyed_and_most_do_not_end_with_the_anchor():
     for case in world.edit_cases(num_cases=8, seed=0):
         relation = RELATION_BY_NAME[case.relation]
         keyed = {p.key: p.prompt for p in case.probes_of(ProbeKind.EVAL_GENERALIZATION)}
-        assert list(keyed) == list(HELDOUT_KEYS)
+        assert list(keyed) == list(HELDOUT_KEYS) == case.metadata["heldout_keys"]
+        assert list(keyed.values()) == [  # in the order facts/recall.py reads the templates
+            t.replace("{s}", case.subject) for t in case.metadata["templates"]["heldout"]
+        ]
         for key, prompt in keyed.items():
             assert prompt == relation.heldout_by_key[key].replace("{s}", case.subject)
             assert prompt.endswith(case.prompt) == (key in case.metadata["heldout_ending_with_anchor"])

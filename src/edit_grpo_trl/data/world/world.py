@@ -548,7 +548,9 @@ class KnowledgeWorld:
             ]
         metadata: dict = {
             "world_format": FORMAT_VERSION,
-            "templates": {"anchor": relation.anchor, "heldout": relation.heldout_by_key},
+            # the real-fact cases' shape (facts/recall.py reads it): held-out templates in probe order
+            "templates": {"anchor": relation.anchor, "heldout": list(relation.heldout)},
+            "heldout_keys": list(HELDOUT_KEYS),
             "heldout_ending_with_anchor": relation.ends_with_anchor(),
         }
         if relation.name == "birth_city":
