@@ -26,7 +26,7 @@ the facts the model knows):
     python bench/knowledge_world.py run --recipes smollm2-135m --source 'facts:real:{seed}' \
         --editors rome memit --seeds 0 1 2 --results $OUT/smollm2.jsonl
 
-Wall times of conditions that ran side by side share the machine: compare them only within one call.
+Wall times of conditions that ran side by side share the machine: compare them only within one run.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from edit_grpo_trl.stages import STAGES, RunLayout
+
 REPO = Path(__file__).resolve().parent.parent
-PRE_TRAIN_STAGES = ("cases", "pre_edit_eval", "edit", "post_edit_eval", "agt_data")
+# The stages before training: every condition of a pair shares them (cases, evaluations, stage 1, AGT data).
+PRE_TRAIN_STAGES = STAGES[: STAGES.index("train")]
 DEFAULT_CONDITIONS = ("stage1", "grpo", "agt", "pgaa-0.2", "sft")
 
 
@@ -165,17 +168,21 @@ def write_cases(pair: Pair, folder: Path, num_cases: int) -> Path:
 
 def copy_finished_stages(source: Path, target: Path) -> None:
     """Give a condition the finished pre-training stages of its pair's first run (stage 1 is linked)."""
-    if (target / "stages" / "agt_data.done.json").is_file():
+    given, taking = RunLayout(source), RunLayout(target)
+    if taking.marker(PRE_TRAIN_STAGES[-1]).is_file():
         return
-    (target / "stages").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source / "cases.jsonl", target / "cases.jsonl")
+    taking.marker(PRE_TRAIN_STAGES[-1]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(given.cases, taking.cases)
     for point in ("pre_edit", "post_edit"):
-        shutil.copytree(source / "eval" / point, target / "eval" / point, dirs_exist_ok=True)
-    shutil.copytree(source / "agt_dataset", target / "agt_dataset", dirs_exist_ok=True)
-    if (source / "stage1").exists() and not (target / "stage1").exists():
-        (target / "stage1").symlink_to(Path("..") / source.name / "stage1")
+        shutil.copytree(given.evaluation(point), taking.evaluation(point), dirs_exist_ok=True)
+    shutil.copytree(given.agt_dataset, taking.agt_dataset, dirs_exist_ok=True)
+    if given.locality_pool.is_file():
+        shutil.copy2(given.locality_pool, taking.locality_pool)
+    stage1 = given.edited_model.parent.relative_to(given.root)  # the folder stage 1 writes
+    if (source / stage1).exists() and not (target / stage1).exists():
+        (target / stage1).symlink_to(Path("..") / source.name / stage1)
     for stage in PRE_TRAIN_STAGES:  # markers last: a stage counts as done only once its files are in place
-        shutil.copy2(source / "stages" / f"{stage}.done.json", target / "stages" / f"{stage}.done.json")
+        shutil.copy2(given.marker(stage), taking.marker(stage))
 
 
 def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict:
@@ -207,28 +214,29 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
     def read(path: Path) -> dict:
         return json.loads(path.read_text())
 
-    post_edit = read(run_dir / "eval" / "post_edit" / "metrics.json")
+    layout = RunLayout(run_dir)
+    post_edit = read(layout.evaluation("post_edit") / "metrics.json")
     record = {
         "size": pair.size,
         "editor": pair.editor,
         "seed": pair.seed,
         "condition": condition.name,
         "alignment_coef": condition.alignment_coef,
-        "pre_edit": read(run_dir / "eval" / "pre_edit" / "metrics.json"),
+        "pre_edit": read(layout.evaluation("pre_edit") / "metrics.json"),
         "post_edit": post_edit,
         "metrics": post_edit,
-        "edit_seconds": read(run_dir / "stages" / "edit.done.json")["seconds"],
+        "edit_seconds": read(layout.marker("edit"))["seconds"],
         "wall_seconds": wall,
     }
     if condition.trains:
-        train = read(run_dir / "stages" / "train.done.json")
-        record["metrics"] = read(run_dir / "eval" / "post_refinement" / "metrics.json")
+        train = read(layout.marker("train"))
+        record["metrics"] = read(layout.evaluation("post_refinement") / "metrics.json")
         record["train_seconds"] = train["seconds"]
         record["global_step"] = train.get("global_step")
         runtime = train.get("train_seconds")
         if runtime and train.get("global_step"):
             record["seconds_per_step"] = runtime / train["global_step"]
-        record["train_log"] = training_log_means(run_dir / "stage2")
+        record["train_log"] = training_log_means(layout.training)
     return record
 
 

@@ -1,5 +1,6 @@
 """Synthetic, download-free workloads for the benchmarks: a word-level tokenizer, a Qwen3 model of a
-given size with random weights, and an AGT dataset of edit cases over synthetic words."""
+given size with random weights (both from :mod:`edit_grpo_trl.testing`), and an AGT dataset of edit cases
+over synthetic words."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
+
+from edit_grpo_trl.testing import WORD_SPECIAL_TOKENS, build_tiny_causal_lm, word_tokenizer
 
 
 @dataclass(frozen=True)
@@ -25,34 +27,32 @@ class ModelSize:
 SIZES = {
     # ~0.5M parameters: CPU smoke runs
     "toy": ModelSize(hidden=64, layers=4, intermediate=192, heads=4, kv_heads=2, vocab=2000),
-    # ~110M parameters: the issue's floor for the overhead benchmark
+    # ~110M parameters: the smallest size the overhead benchmark reports
     "110m": ModelSize(hidden=768, layers=12, intermediate=2048, heads=12, kv_heads=4, vocab=32000),
     # Qwen3-8B's exact shape (random weights)
     "qwen3-8b": ModelSize(hidden=4096, layers=36, intermediate=12288, heads=32, kv_heads=8, vocab=151936),
 }
 
-SPECIALS = ["<pad>", "<eos>", "<unk>"]
+SPECIALS = WORD_SPECIAL_TOKENS
 
 
 def make_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    words = SPECIALS + [f"w{i}" for i in range(vocab_size - len(SPECIALS))]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
+    tokenizer = word_tokenizer(f"w{i}" for i in range(vocab_size - len(SPECIALS)))
     tokenizer.padding_side = "left"
     return tokenizer
 
 
 def make_model(size: str, seed: int = 0, dtype=torch.float32, device="cpu") -> Qwen3ForCausalLM:
+    """A Qwen3 of one of :data:`SIZES` with random weights, built on ``device`` (train mode)."""
     spec = SIZES[size]
-    config = Qwen3Config(
-        vocab_size=spec.vocab,
+    model = build_tiny_causal_lm(
+        "qwen3",
+        spec.vocab,
+        num_layers=spec.layers,
         hidden_size=spec.hidden,
+        seed=seed,
+        device=device,
         intermediate_size=spec.intermediate,
-        num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
         num_key_value_heads=spec.kv_heads,
         head_dim=spec.hidden // spec.heads,
@@ -61,10 +61,7 @@ def make_model(size: str, seed: int = 0, dtype=torch.float32, device="cpu") -> Q
         pad_token_id=0,
         eos_token_id=1,
     )
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen3ForCausalLM(config)
-    return model.to(dtype)
+    return model.train().to(dtype)
 
 
 def make_agt_dataset(

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from edit_grpo_trl.stages import RunLayout
+
 REPO = Path(__file__).resolve().parent.parent
 METRICS = (
     "gen_em_reliability",
@@ -70,14 +72,15 @@ def main(argv: list[str] | None = None) -> int:
             reuse = (
                 []
                 if run_dir == first
-                else ["--editor.name", "external", "--editor.checkpoint", str(first / "stage1" / "model")]
+                else ["--editor.name", "external", "--editor.checkpoint", str(RunLayout(first).edited_model)]
             )
             wall = run(
                 pipeline(options.recipe, run_dir, seed, reuse, mode == "zero3"),
                 root / f"{mode}-seed{seed}.log",
             )
-            report = json.loads((run_dir / "report" / "report.json").read_text())
-            marker = json.loads((run_dir / "stages" / "train.done.json").read_text())
+            layout = RunLayout(run_dir)
+            report = json.loads((layout.report / "report.json").read_text())
+            marker = json.loads(layout.marker("train").read_text())
             results[f"{mode}-seed{seed}"] = {"wall_seconds": wall, "train": marker, "report": report}
             print(
                 f"{mode} seed {seed}: train {marker['seconds']:.1f} s, ZeRO stage {marker.get('deepspeed_zero_stage')}",

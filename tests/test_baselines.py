@@ -96,8 +96,12 @@ def test_baseline_trainers_train_the_edited_model(tmp_path, tiny_world, method):
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     tokenizer = AutoTokenizer.from_pretrained(tiny_world.path, padding_side="left")
     trainer = build_trainer(recipe, args, model, tokenizer, dataset)
-    expected = {"grpo": "GRPOTrainer", "sft": "SFTTrainer"}[method]
-    assert type(trainer).__name__ == expected
+    from trl import GRPOTrainer, SFTTrainer
+
+    from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
+
+    expected = {"grpo": GRPOTrainer, "sft": SFTTrainer}[method]
+    assert isinstance(trainer, expected) and not isinstance(trainer, EditGRPOTrainer)
     result = trainer.train()
     assert result.global_step == 2
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach().cpu(), before[n])]

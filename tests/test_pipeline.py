@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edit_grpo_trl.cli import main
-from edit_grpo_trl.pipeline import STAGES, WANDB_RUN_FILE, Pipeline, run_pipeline
+from edit_grpo_trl.pipeline import STAGES, WANDB_RUN_FILE, Pipeline, resolve_model_path, run_pipeline
 from edit_grpo_trl.recipe import RecipeError, load_recipe
 
 pytestmark = pytest.mark.slow
@@ -111,8 +111,9 @@ def test_bad_inputs_fail_clearly_and_overwrite_nothing(tmp_path, tiny_world, cap
     assert main(["pipeline", "--config", RECIPE, "--training.alignment_coeff", "0.1"]) == 2
     assert "Did you mean 'alignment_coef'" in capsys.readouterr().err
     missing = recipe(tmp_path, "--data.source", str(tmp_path / "absent.json"))
-    with pytest.raises(Exception, match="absent.json"):
+    with pytest.raises(RecipeError, match="nothing was started") as error:
         run_pipeline(missing)
+    assert f"no data file or folder at {tmp_path / 'absent.json'}" in str(error.value)
     with pytest.raises(RecipeError, match="overlaps the source model's folder"):
         run_pipeline(load_recipe(RECIPE, ["--output_dir", str(tiny_world.path)]))
     assert (tiny_world.path / "pretrain_report.json").is_file()
@@ -179,3 +180,8 @@ def test_seeds_of_one_condition_share_a_wandb_group(tmp_path, tiny_world, monkey
     pipeline.layout.root.mkdir(parents=True)
     pipeline.wandb_run()
     assert calls[0]["group"] == "rome/pgaa"
+
+
+def test_a_world_model_is_named_by_size_not_by_folder(tmp_path):
+    with pytest.raises(RecipeError, match="give the folder itself"):
+        resolve_model_path(f"world:{tmp_path}")

@@ -2,15 +2,14 @@
 once, on the main process, while training runs on both; a stage that fails on the main process stops both."""
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edit_grpo_trl.pipeline import STAGES, whole_model_loading
+
+from .torchrun import torchrun
 
 ROOT = Path(__file__).parents[1]
 RECIPE = str(ROOT / "recipes" / "world-tiny" / "rome.yaml")
@@ -31,37 +30,15 @@ QUICK = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def launch_pipeline(*arguments: str) -> subprocess.CompletedProcess:
     env = {
-        **os.environ,
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
         "PYTHONPATH": str(ROOT / "src"),
         "EDIT_GRPO_STAGE_TIMEOUT": "900",  # a hung test fails in minutes, not a day
         "WANDB_MODE": "disabled",
     }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "edit_grpo_trl.cli",
-        "pipeline",
-        *arguments,
-    ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    return torchrun(["-m", "edit_grpo_trl.cli", "pipeline", *arguments], env, timeout=1200, cwd=ROOT)
 
 
 @pytest.mark.slow

@@ -131,3 +131,17 @@ def test_keep_known_needs_an_old_answer(tiny_qwen3, tmp_path):
         tiny_qwen3, tmp_path / "run", data={"source": str(FIXTURES / "qaedit.json"), "keep_known": True}
     )
     assert "no old answer to check the model against" in message
+
+
+def test_a_locality_loss_needs_training_locality_probes(tiny_qwen3, tmp_path):
+    message = refused(tiny_qwen3, tmp_path / "run", training={"locality_coef": 1.0})
+    assert "training.locality_coef" in message and "locality_holdout_share" in message
+    held_out = {"locality_holdout_share": 0.5}
+    Pipeline(recipe(tiny_qwen3, tmp_path / "ok", training={"locality_coef": 1.0}, data=held_out))
+    message = refused(
+        tiny_qwen3,
+        tmp_path / "none",
+        training={"locality_coef": 1.0},
+        data={**held_out, "locality_pool_size": 0},
+    )
+    assert "data.locality_pool_size" in message

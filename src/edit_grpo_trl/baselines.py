@@ -21,28 +21,21 @@ from typing import Any
 
 REFINEMENT_METHODS = ("edit_grpo", "grpo", "sft")
 
-# Fields of EditGRPOConfig that TRL's GRPOConfig does not have.
-EDIT_GRPO_ONLY = (
-    "alignment_coef",
-    "alignment_layer",
-    "alignment_module",
-    "anchor_direction",
-    "center_alignment",
-    "exclude_anchor_from_baseline",
-    "agt_reward_funcs",
-)
-
 
 def _init_fields(config_class) -> set[str]:
     return {f.name for f in dataclasses.fields(config_class) if f.init}
 
 
 def grpo_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's training settings that TRL's ``GRPOConfig`` takes (PGAA's own fields dropped)."""
+    """The recipe's training settings that TRL's ``GRPOConfig`` takes.
+
+    Filtering by ``GRPOConfig``'s own fields drops PGAA's (``alignment_coef``, ``center_alignment``, ...):
+    they exist only on ``EditGRPOConfig``.
+    """
     from trl import GRPOConfig
 
     valid = _init_fields(GRPOConfig)
-    return {key: value for key, value in settings.items() if key in valid and key not in EDIT_GRPO_ONLY}
+    return {key: value for key, value in settings.items() if key in valid}
 
 
 def sft_settings(settings: dict[str, Any]) -> dict[str, Any]:

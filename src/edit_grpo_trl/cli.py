@@ -19,17 +19,7 @@ import logging
 import sys
 
 from edit_grpo_trl.recipe import RecipeError, load_recipe
-
-STAGES = (
-    "cases",
-    "pre_edit_eval",
-    "edit",
-    "post_edit_eval",
-    "agt_data",
-    "train",
-    "post_refinement_eval",
-    "report",
-)
+from edit_grpo_trl.stages import STAGES
 
 
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:

@@ -109,8 +109,9 @@ def load_causal_lm(path: str, settings, device: str | None = None, place: bool =
     return model, load_tokenizer(path, settings)
 
 
-def lora_config(lora):
-    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off)."""
+def lora_config(lora, **scoped):
+    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off); ``scoped`` fields
+    (the train scope's ``target_modules`` / ``layers_to_transform``) take the place of the recipe's."""
     if not lora.enabled:
         return None
     from peft import LoraConfig
@@ -127,11 +128,7 @@ def lora_config(lora):
             nearest = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
             raise ValueError(f"lora.options.{key}: peft.LoraConfig has no field {key!r}.{hint}")
+    fields = {"target_modules": targets, **options, **scoped}
     return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-        **options,
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM", **fields
     )

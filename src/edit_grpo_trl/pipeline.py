@@ -32,22 +32,10 @@ from typing import Any, TypeVar
 import torch
 
 from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
+from edit_grpo_trl.stages import EVERY_PROCESS_STAGES, STAGES, RunLayout
 
 logger = logging.getLogger(__name__)
 
-STAGES = (
-    "cases",
-    "pre_edit_eval",
-    "edit",
-    "post_edit_eval",
-    "agt_data",
-    "train",
-    "post_refinement_eval",
-    "report",
-)
-# Stages every process runs; the others run on the main process only.
-EVERY_PROCESS_STAGES = frozenset({"train"})
-WORLD_PREFIX = "world:"
 # How long the other processes wait for one main-process stage (stage 1 of an 8B model with MEMIT's key
 # statistics can take hours). Seconds; overridable through this environment variable.
 STAGE_TIMEOUT_ENV = "EDIT_GRPO_STAGE_TIMEOUT"
@@ -55,47 +43,6 @@ DEFAULT_STAGE_TIMEOUT_S = 24 * 3600
 WANDB_RUN_FILE = "wandb_run.json"
 
 T = TypeVar("T")
-
-
-@dataclass
-class RunLayout:
-    """Where each stage writes inside the run folder."""
-
-    root: Path
-
-    def marker(self, stage: str) -> Path:
-        return self.root / "stages" / f"{stage}.done.json"
-
-    @property
-    def cases(self) -> Path:
-        return self.root / "cases.jsonl"
-
-    @property
-    def edited_model(self) -> Path:
-        return self.root / "stage1" / "model"
-
-    @property
-    def agt_dataset(self) -> Path:
-        return self.root / "agt_dataset"
-
-    @property
-    def training_prompts(self) -> Path:
-        return self.root / "train_prompts.jsonl"
-
-    @property
-    def training(self) -> Path:
-        return self.root / "stage2"
-
-    @property
-    def refined_model(self) -> Path:
-        return self.root / "stage2" / "final"
-
-    def evaluation(self, point: str) -> Path:
-        return self.root / "eval" / point
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
 
 
 class MainProcessStageError(RuntimeError):
@@ -195,12 +142,22 @@ def _release_memory() -> None:
 
 def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
     """A Hub id or folder as given; ``world:<size>[:<seed>]`` becomes the pretrained world's folder, and a
-    packaged model's Hub id (SmolLM2-135M-Instruct) its converted folder when the Hub is out of reach."""
+    packaged model's Hub id (SmolLM2-135M-Instruct) its converted folder when the Hub is out of reach.
+
+    ``world:`` names follow :func:`~edit_grpo_trl.data.formats.parse_world_spec`; ``world:<folder>`` is
+    refused here: a model that is already a folder is named by the folder itself."""
+    from edit_grpo_trl.data.formats import WORLD_PREFIX, parse_world_spec
+
     if name_or_path.startswith(WORLD_PREFIX):
         from edit_grpo_trl.data.world import ensure_world_model
 
-        size, _, seed = name_or_path[len(WORLD_PREFIX) :].partition(":")
-        return str(ensure_world_model(size, seed=int(seed or 0), device=device))
+        spec = parse_world_spec(name_or_path)
+        if spec.folder is not None:
+            raise RecipeError(
+                f"model.name_or_path {name_or_path!r}: a world model is named world:<size>[:<seed>]; "
+                f"for a world model folder, give the folder itself: {str(spec.folder)!r}"
+            )
+        return str(ensure_world_model(spec.size, seed=spec.seed, device=device))
     from edit_grpo_trl.models import resolve_hub_fallback
 
     return resolve_hub_fallback(name_or_path)
@@ -377,6 +334,12 @@ class Pipeline:
         summary: dict[str, Any] = {}
         if self.recipe.data.keep_known:
             cases, summary["known"] = self._known_cases(cases)
+        if self.recipe.data.locality_holdout_share:
+            from edit_grpo_trl.data.pools import hold_out_locality
+
+            cases, summary["locality_probes_held_out"] = hold_out_locality(
+                cases, self.recipe.data.locality_holdout_share, self.recipe.data.seed
+            )
         save_cases(cases, self.layout.cases)
         return {"cases": len(cases), **summary}
 
@@ -490,6 +453,7 @@ class Pipeline:
             answer_match=data.answer_match,
             seed=data.seed,
             on_missing=data.on_missing,
+            locality_pool_size=data.locality_pool_size,
         )
         model = tokenizer = None
         if data.locality_answers == "model" or data.prompt_style == "chat" or data.train_prompts.needs_model:
@@ -503,6 +467,12 @@ class Pipeline:
         if self.layout.agt_dataset.exists():
             shutil.rmtree(self.layout.agt_dataset)
         dataset.save_to_disk(str(self.layout.agt_dataset))
+        pool = self.layout.locality_pool
+        temporary = pool.with_name(pool.name + ".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            for row in records.locality_pool:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        temporary.replace(pool)
         return {"rows": len(dataset), "report": vars(records.report), **summary}
 
     def _training_pools(self, cases, model, tokenizer):

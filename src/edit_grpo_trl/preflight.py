@@ -22,7 +22,7 @@ import torch
 from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
 
 if TYPE_CHECKING:
-    from edit_grpo_trl.pipeline import RunLayout
+    from edit_grpo_trl.stages import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -165,13 +165,31 @@ def _check_data(recipe: PipelineRecipe, cases: list, tokenizer, result: Prefligh
                 f"{len(unknowable)} of {len(cases)} case(s) have no old answer to check the model against "
                 f"(first: {unknowable[0]!r}); this source cannot be filtered by pre-edit recall",
             )
-    lacking = [case.case_id for case in cases if not case.probes_of(ProbeKind.LOCALITY)]
+    lacking = [
+        case.case_id
+        for case in cases
+        if not case.probes_of(ProbeKind.LOCALITY) and not case.probes_of(ProbeKind.TRAIN_LOCALITY)
+    ]
     if data.num_locality and lacking:
         message = f"{len(lacking)} of {len(cases)} case(s) have no locality probe (first: {lacking[0]!r})"
         if data.on_missing == "error" or len(lacking) == len(cases):
             result.fail("data.num_locality", f"{message}; set data.num_locality: 0 or data.on_missing: skip")
         else:
             logger.warning("%s: they are left out of training (data.on_missing: skip)", message)
+    coef = recipe.training.get("locality_coef") or 0
+    if isinstance(coef, int | float) and coef > 0:
+        trainable = any(case.probes_of(ProbeKind.TRAIN_LOCALITY) for case in cases)
+        held_out = data.locality_holdout_share and any(
+            len(case.probes_of(ProbeKind.LOCALITY)) >= 2 for case in cases
+        )
+        if not data.locality_pool_size:
+            result.fail("data.locality_pool_size", "is 0, so training.locality_coef has no prompt to keep")
+        elif not (trainable or held_out):
+            result.fail(
+                "training.locality_coef",
+                f"is {coef}, but no case has training locality probes; set data.locality_holdout_share (e.g. 0.5) "
+                "to set part of each case's locality probes aside for training, or locality_coef: 0",
+            )
     if data.num_generalization and not pools.enabled:
         lacking = [case.case_id for case in cases if not case.probes_of(ProbeKind.TRAIN_GENERALIZATION)]
         if lacking:

@@ -122,6 +122,11 @@ class DataSettings:
     # this share of the held-out prompts), before num_cases cuts: an edit of an unknown fact measures nothing.
     keep_known: bool = False
     known_heldout_share: float = 1.0
+    # Share of each case's locality probes set aside for training (data that has no training locality
+    # probes of its own; applied before any evaluation), and how many training locality prompts the
+    # locality loss keeps (training.locality_coef).
+    locality_holdout_share: float = 0.0
+    locality_pool_size: int = 256
 
     def __post_init__(self) -> None:
         _at_least("num_cases", self.num_cases, 1, optional=True)
@@ -131,6 +136,9 @@ class DataSettings:
         _one_of("locality_answers", self.locality_answers, LOCALITY_ANSWERS)
         _one_of("answer_match", self.answer_match, ("exact", "contains"))
         _one_of("on_missing", self.on_missing, ("skip", "error"))
+        if not 0 <= self.locality_holdout_share < 1:
+            raise ValueError(f"locality_holdout_share must be in [0, 1), got {self.locality_holdout_share!r}")
+        _at_least("locality_pool_size", self.locality_pool_size, 0)
         if not 0 <= self.known_heldout_share <= 1:
             raise ValueError(f"known_heldout_share must be in [0, 1], got {self.known_heldout_share!r}")
 

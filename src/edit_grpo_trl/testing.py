@@ -6,6 +6,10 @@ initialised model of a real architecture (``qwen3``, ``qwen2``, ``llama``) whose
 the full-size model's, so editor hyperparameters, alignment modules and LoRA targets written for the
 real model resolve on it; :func:`pretrain_tiny_lm` teaches it the texts and where they end, so its
 generations stop as a real model's do. :func:`save_tiny_model` writes both as a Hugging Face folder.
+
+Where a test wants to read every token, :func:`word_tokenizer` (a fixed vocabulary) and
+:func:`train_word_tokenizer` (the words of some texts) give word-level tokenizers instead: one token per
+word, ids in a known order.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>")
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+WORD_SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
 ARCHITECTURES = ("qwen3", "qwen2", "llama")
 
 
@@ -77,10 +83,78 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     return tokenizer
 
 
-def build_tiny_causal_lm(
-    model_type: str, vocab_size: int, num_layers: int = 2, hidden_size: int = 64, seed: int = 0, **config: Any
+def _word_level_tokenizer(backend, chat: bool):
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    if chat:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+        tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def _word_backend(vocabulary: dict[str, int] | None, split_punctuation: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
+    backend.pre_tokenizer = (
+        pre_tokenizers.Whitespace() if split_punctuation else pre_tokenizers.WhitespaceSplit()
+    )
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    return backend
+
+
+def word_tokenizer(
+    words: Iterable[str],
+    special_tokens: Iterable[str] = WORD_SPECIAL_TOKENS,
+    *,
+    split_punctuation: bool = False,
+    chat: bool = False,
 ):
-    """A randomly initialised causal LM of ``model_type`` (``qwen3``, ``qwen2`` or ``llama``)."""
+    """A word-level tokenizer over a fixed vocabulary: ``special_tokens`` then ``words``, ids in that order
+    (a repeated token keeps its first id).
+
+    Text splits at white space, and also before and after punctuation with ``split_punctuation``. The
+    special tokens must include ``<pad>``, ``<eos>`` and ``<unk>``; ``chat`` registers ``<|im_start|>`` and
+    ``<|im_end|>`` as special tokens (added after the words unless listed) and sets a ChatML chat template.
+    """
+    tokens = dict.fromkeys([*special_tokens, *words])
+    backend = _word_backend({token: index for index, token in enumerate(tokens)}, split_punctuation)
+    return _word_level_tokenizer(backend, chat)
+
+
+def train_word_tokenizer(
+    texts: Iterable[str],
+    special_tokens: Iterable[str] = WORD_SPECIAL_TOKENS,
+    *,
+    split_punctuation: bool = True,
+    chat: bool = False,
+):
+    """A word-level tokenizer whose vocabulary is ``special_tokens`` and then every word of ``texts``
+    (``tokenizers``' WordLevel trainer: most frequent first). Options as for :func:`word_tokenizer`."""
+    from tokenizers import trainers
+
+    backend = _word_backend(None, split_punctuation)
+    backend.train_from_iterator(list(texts), trainers.WordLevelTrainer(special_tokens=list(special_tokens)))
+    return _word_level_tokenizer(backend, chat)
+
+
+def build_tiny_causal_lm(
+    model_type: str,
+    vocab_size: int,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    **config: Any,
+):
+    """A randomly initialised causal LM of ``model_type`` (``qwen3``, ``qwen2`` or ``llama``), in eval mode.
+
+    ``config`` overrides any field of the model's config (heads, ``intermediate_size``, token ids, ...).
+    The weights are created on ``device`` (a large shape need not pass through the CPU first).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if model_type not in ARCHITECTURES:
@@ -99,7 +173,9 @@ def build_tiny_causal_lm(
         **config,
     }
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **settings)).eval()
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **settings))
+    return model.eval()
 
 
 def pretrain_tiny_lm(model, tokenizer, texts: Iterable[str], steps: int = 200, seed: int = 0) -> list[float]:
@@ -167,10 +243,14 @@ def save_tiny_model(
 __all__ = [
     "ARCHITECTURES",
     "CHATML_TEMPLATE",
+    "CHAT_TOKENS",
+    "WORD_SPECIAL_TOKENS",
     "build_tiny_causal_lm",
     "json_strings",
     "pretrain_tiny_lm",
     "save_tiny_model",
     "texts_of_files",
     "train_bpe_tokenizer",
+    "train_word_tokenizer",
+    "word_tokenizer",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -13,14 +14,27 @@ from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
 logger = logging.getLogger(__name__)
 
 
-def edited_layer(model_path: str) -> int | None:
-    """The layer the stage-1 editor wrote (the last, for multi-layer editors), from the edit manifest."""
+def edited_layers(model_path: str) -> list[int]:
+    """The layers the stage-1 editor wrote, from the edit manifest (none for an unedited model)."""
     from edit_grpo_trl.editors.checkpoint import MANIFEST_NAME, read_manifest
 
     if not (Path(model_path) / MANIFEST_NAME).is_file():
-        return None
-    layers = read_manifest(model_path).layers
+        return []
+    return list(read_manifest(model_path).layers or [])
+
+
+def edited_layer(model_path: str) -> int | None:
+    """The layer the stage-1 editor wrote (the last, for multi-layer editors), from the edit manifest."""
+    layers = edited_layers(model_path)
     return max(layers) if layers else None
+
+
+def read_locality_pool(path: Path) -> list[dict[str, Any]]:
+    """The locality pool the ``agt_data`` stage wrote (empty when there is none)."""
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 # The vLLM releases trl 1.16 declares for its `vllm` extra (and outside which it warns).
@@ -101,20 +115,49 @@ def build_training_config(
     )
 
 
-def build_peft_config(recipe: PipelineRecipe):
+def build_peft_config(recipe: PipelineRecipe, train_scope: str = "all", layers=(), module_name: str = ""):
+    """LoRA from the recipe (every ``peft.LoraConfig`` field: :func:`edit_grpo_trl.loading.lora_config`); a
+    ``train_scope`` other than ``all`` puts the adapters on the edited layers only (``edited_modules``: on
+    the edited module only)."""
+    if not recipe.lora.enabled:
+        return None
     from edit_grpo_trl.loading import lora_config
+    from edit_grpo_trl.trainer.scope import lora_layers
 
-    return lora_config(recipe.lora)
+    scoped: dict = {}
+    if train_scope == "edited_modules":
+        scoped["target_modules"] = [module_name.split(".")[-1]]
+    if lora_layers(train_scope, layers) is not None:
+        scoped["layers_to_transform"] = lora_layers(train_scope, layers)
+    return lora_config(recipe.lora, **scoped)
 
 
-def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
-    """The stage-2 trainer the recipe's ``refinement`` names, on the same model, data and settings."""
-    peft_config = build_peft_config(recipe)
+def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, locality_pool=None, layers=()):
+    """The stage-2 trainer the recipe's ``refinement`` names, on the same model, data and settings.
+
+    Every method gets the same ``train_scope`` (``layers``: those the editor wrote) and the same locality
+    loss (``locality_pool``, weighted by ``args.locality_coef``), so comparisons between them stay fair.
+    """
+    from edit_grpo_trl.trainer.scope import apply_train_scope
+
+    peft_config = build_peft_config(recipe, args.train_scope, layers, args.alignment_module)
+    if peft_config is None:
+        apply_train_scope(model, args.train_scope, layers, args.alignment_module)
+    locality = {
+        "locality_pool": locality_pool,
+        "locality_coef": args.locality_coef,
+        "locality_batch_size": args.locality_batch_size,
+    }
     if recipe.refinement == "edit_grpo":
         from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
 
         return EditGRPOTrainer(
-            model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+            model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **locality,
         )
     import datasets
 
@@ -122,29 +165,34 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
 
     settings = training_settings(recipe)  # the same settings EditGRPOConfig got, less PGAA's own
     if recipe.refinement == "grpo":
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOConfig
 
+        from edit_grpo_trl.trainer.locality import LocalityGRPOTrainer
         from edit_grpo_trl.trainer.rewards import resolve_reward_functions
 
         config = GRPOConfig(output_dir=args.output_dir, **baselines.grpo_settings(settings))
-        return GRPOTrainer(
+        return LocalityGRPOTrainer(
             model,
             reward_funcs=resolve_reward_functions(args.agt_reward_funcs),
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
+            **locality,
         )
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from edit_grpo_trl.trainer.locality import LocalitySFTTrainer
 
     config = SFTConfig(output_dir=args.output_dir, **baselines.sft_settings(settings))
     rows = baselines.sft_rows(dataset.to_list())
-    return SFTTrainer(
+    return LocalitySFTTrainer(
         model,
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
+        **locality,
     )
 
 
@@ -188,7 +236,14 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
     model, tokenizer = load_causal_lm(model_path, recipe.model, place=False)
-    trainer = build_trainer(recipe, args, model, tokenizer, dataset)
+    pool = read_locality_pool(layout.locality_pool)
+    if args.locality_coef > 0 and not pool:
+        raise RecipeError(
+            f"training.locality_coef is {args.locality_coef} but the locality pool {layout.locality_pool} is "
+            "empty or missing: the cases have no training locality probes (data.locality_holdout_share moves "
+            "a share of each case's locality probes to training), or data.locality_pool_size is 0"
+        )
+    trainer = build_trainer(recipe, args, model, tokenizer, dataset, pool, edited_layers(model_path))
     last = resume_checkpoint(args.resume_from_checkpoint, Path(layout.training))
     if last:
         logger.info("resuming %s from %s", recipe.refinement, last)

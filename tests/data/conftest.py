@@ -12,18 +12,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from edit_grpo_trl.data.agt import DEFAULT_CHAT_INSTRUCTION
 from edit_grpo_trl.data.pools import DEFAULT_PARAPHRASE_INSTRUCTION
+from edit_grpo_trl.testing import build_tiny_causal_lm, train_word_tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<eos>", "<|im_start|>", "<|im_end|>"]
 # One ordinary token that spells a whole boxed answer: a test biases generation towards it to get a
 # chat completion with a box from a random model.
@@ -49,26 +45,20 @@ def _corpus() -> list[str]:
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the fixture files' words, with a ChatML-like chat template."""
-    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(_corpus(), trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer = train_word_tokenizer(_corpus(), SPECIAL_TOKENS, chat=True)
     tokenizer.add_tokens([BOXED_TOKEN])
-    tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
 def build_tiny_lm(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Qwen3ForCausalLM:
     """A 2-layer Qwen3 with random weights (eval mode, float32)."""
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
+    return build_tiny_causal_lm(
+        "qwen3",
+        len(tokenizer),
+        num_layers=2,
         hidden_size=32,
+        seed=seed,
         intermediate_size=64,
-        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
@@ -76,9 +66,7 @@ def build_tiny_lm(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Qwen3For
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
-        tie_word_embeddings=True,
     )
-    return Qwen3ForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="session")

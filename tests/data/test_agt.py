@@ -264,3 +264,63 @@ def test_field_pool_to_dataset_end_to_end():
     ).cases
     dataset = build_agt_dataset(cases, AGTDataConfig(2, 1, locality_answers="dataset", on_missing="skip"))
     assert len(dataset) % 4 == 0 and set(Counter(dataset["case_id"]).values()) == {4}
+
+
+def _with_training_locality(case: EditCase, prompts: list[str]) -> EditCase:
+    extra = [Probe(p, ("kept",), ProbeKind.TRAIN_LOCALITY, "neighborhood") for p in prompts]
+    return case.with_probes([*case.probes, *extra])
+
+
+def test_locality_rows_come_from_training_locality_probes_when_a_case_has_them():
+    trained = _with_training_locality(_case(2, 3, "a"), ["Kept fact 1 is", "Kept fact 2 is"])
+    fallback = _case(2, 3, "b")
+    config = AGTDataConfig(num_generalization=1, num_locality=2, locality_answers="dataset")
+    records = build_agt_records([trained, fallback], config)
+    locality = [row for row in records.rows if row["role"] == "locality"]
+    assert {row["prompt"] for row in locality if row["case_id"] == "a"} == {
+        "Kept fact 1 is",
+        "Kept fact 2 is",
+    }
+    assert all(row["prompt"].startswith("Other fact") for row in locality if row["case_id"] == "b")
+    assert records.report.locality_rows_from_evaluation == 1
+
+
+def test_locality_pool_leaves_out_what_any_case_evaluates_and_is_capped():
+    other = EditCase(
+        "b",
+        "Max Orr",
+        "Max Orr lives in",
+        ("Oslo",),
+        "Lima",
+        (Probe("Max Orr's neighbour lives in", ("Bern",), ProbeKind.LOCALITY),),
+    )
+    first = _with_training_locality(
+        _case(2, 2, "a"), ["Kept fact 1 is", "Max Orr's neighbour lives in", "Max Orr lives in"]
+    )
+    second = _with_training_locality(other, ["Kept fact 1 is", "Kept fact 3 is"])
+    config = AGTDataConfig(num_generalization=0, num_locality=0, locality_answers="dataset")
+    records = build_agt_records([first, second], config)
+    # the second case evaluates "Max Orr's neighbour lives in" and edits "Max Orr lives in": both left out
+    assert sorted(row["prompt"] for row in records.locality_pool) == ["Kept fact 1 is", "Kept fact 3 is"]
+    assert records.report.locality_pool_dropped == 2
+    assert all(row["answers"] == ["kept"] for row in records.locality_pool)
+    capped = build_agt_records([first, second], AGTDataConfig(**{**vars(config), "locality_pool_size": 1}))
+    assert len(capped.locality_pool) == capped.report.locality_pool == 1
+
+
+def test_locality_pool_answers_are_the_pre_edit_models(tiny_lm):
+    prompts = [f"Kept fact {i} is" for i in range(6)]
+    case = _with_training_locality(_case(2, 1, "a"), prompts)
+    config = AGTDataConfig(num_generalization=1, num_locality=0, locality_max_new_tokens=6)
+    pool = build_agt_records([case], config, tokenizer=tiny_lm.tokenizer, model=tiny_lm.model).locality_pool
+    greedy = dict(
+        zip(
+            prompts, greedy_generate(tiny_lm.model, tiny_lm.tokenizer, prompts, max_new_tokens=6), strict=True
+        )
+    )
+    assert len(pool) == len(prompts)
+    assert any(greedy.values())  # not all fallbacks
+    for row in pool:
+        assert row["answers"] == ([greedy[row["prompt"]]] if greedy[row["prompt"]] else ["kept"])
+    with pytest.raises(ValueError, match="PRE-EDIT"):
+        build_agt_records([case], config)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from edit_grpo_trl.answers import contains_match, normalize_answer
@@ -24,6 +24,7 @@ from edit_grpo_trl.data.facts import (
 from edit_grpo_trl.data.facts.__main__ import main as facts_main
 from edit_grpo_trl.data.facts.bank import parse_bank
 from edit_grpo_trl.data.formats import load_edit_cases
+from edit_grpo_trl.testing import train_word_tokenizer
 
 from .conftest import build_tiny_lm
 
@@ -152,12 +153,22 @@ def test_locality_never_asks_about_a_fact_edited_in_the_same_draw(limit):
     edited = _edited_anchors(cases)
     edited_facts = {(case.relation, case.subject) for case in cases}
     for case in cases:
-        for probe in case.probes_of(ProbeKind.LOCALITY):
+        for probe in case.probes_of(ProbeKind.LOCALITY) + case.probes_of(ProbeKind.TRAIN_LOCALITY):
             assert probe.prompt not in edited, (case.case_id, probe.prompt)
         hop = BANK.relations[case.relation].two_hop
         if hop is not None:  # nor does a two-hop question go through an edited fact
             assert (hop.via, case.new_object) not in edited_facts
     assert all(case.probes_of(ProbeKind.LOCALITY, "neighborhood") for case in cases)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_no_case_trains_to_keep_a_fact_that_any_case_evaluates(seed):
+    cases = fact_cases("real", seed=seed, limit=150)
+    evaluated = {p.prompt for case in cases for p in case.probes_of(ProbeKind.LOCALITY)}
+    trained = {p.prompt for case in cases for p in case.probes_of(ProbeKind.TRAIN_LOCALITY)}
+    assert evaluated and trained
+    assert not evaluated & trained
+    assert sum(bool(case.probes_of(ProbeKind.TRAIN_LOCALITY, "neighborhood")) for case in cases) >= 140
 
 
 def test_cases_are_deterministic_by_seed_and_ids_are_unique_and_stable():
@@ -202,16 +213,9 @@ def test_load_edit_cases_reads_facts_names():
 
 # ------------------------------------------------------------------------------------------------ the filter
 def _word_tokenizer(texts, vocabulary_filter) -> PreTrainedTokenizerFast:
-    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    words = [w for text in texts for w in pre_tokenizers.Whitespace().pre_tokenize_str(text)]
-    kept = [word for word, _ in words if vocabulary_filter(word)]
-    backend.train_from_iterator(
-        [" ".join(kept)], trainers.WordLevelTrainer(special_tokens=["<pad>", "<unk>", "<eos>"])
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
-    )
+    words = [word for text in texts for word, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)]
+    kept = " ".join(word for word in words if vocabulary_filter(word))
+    return train_word_tokenizer([kept], ["<pad>", "<unk>", "<eos>"])
 
 
 def _prompts(cases) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edit_grpo_trl.data.cases import ProbeKind, save_cases
-from edit_grpo_trl.data.formats import detect_format, load_edit_cases
+from edit_grpo_trl.data.formats import WorldSpec, detect_format, load_edit_cases, parse_world_spec
 from edit_grpo_trl.data.records import DataFileError, RecordError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -206,3 +206,14 @@ def test_world_names_delegate_to_the_knowledge_world():
     direct = world.KnowledgeWorld.generate(size="tiny", seed=0).edit_cases(num_cases=3, seed=0)
     assert loaded.format == "world"
     assert [c.to_dict() for c in loaded] == [c.to_dict() for c in direct]
+
+
+def test_world_names_follow_one_rule(tmp_path):
+    assert parse_world_spec("world:tiny") == WorldSpec(size="tiny", seed=0)
+    assert parse_world_spec("world:small:3") == WorldSpec(size="small", seed=3)
+    assert parse_world_spec("world::2") == WorldSpec(size="tiny", seed=2)
+    assert parse_world_spec(f"world:{tmp_path}") == WorldSpec(folder=tmp_path)  # an existing folder
+    with pytest.raises(ValueError, match="the seed after the size must be an integer"):
+        parse_world_spec("world:tiny:one")
+    with pytest.raises(ValueError, match="is not a 'world:' name"):
+        parse_world_spec("knowedit:zsre")

@@ -28,6 +28,7 @@ from edit_grpo_trl.data.pools import (
     build_training_pools,
     filter_training_prompts,
     generate_texts,
+    hold_out_locality,
     parse_paraphrase_lines,
     sources_from_config,
 )
@@ -258,3 +259,21 @@ def test_sources_from_config_keep_the_recipe_order_and_cap():
 def test_bad_train_prompt_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         TrainPromptsConfig(**settings)
+
+
+def test_hold_out_locality_sets_a_share_aside_for_training_and_leaves_one_to_evaluate():
+    locality = [Probe(f"Fact {i} is", (f"a{i}",), ProbeKind.LOCALITY, "neighborhood") for i in range(4)]
+    many = EditCase("many", "Ida", "Ida lives in", ("Rome",), "Paris", tuple(locality))
+    one = EditCase("one", "Bo", "Bo lives in", ("Oslo",), "Lima", (locality[0],))
+    (held, single), moved = hold_out_locality([many, one], 0.5, seed=1)
+    assert moved == 2
+    assert len(held.probes_of(ProbeKind.TRAIN_LOCALITY)) == 2 and len(held.probes_of(ProbeKind.LOCALITY)) == 2
+    assert {p.prompt for p in held.probes_of(ProbeKind.TRAIN_LOCALITY)} | {
+        p.prompt for p in held.probes_of(ProbeKind.LOCALITY)
+    } == {p.prompt for p in locality}
+    assert single == one  # a single probe stays with the evaluation
+    assert hold_out_locality([many], 0.5, seed=1)[0] == [held]  # seeded
+    (almost_all,), _ = hold_out_locality([many], 0.99)
+    assert len(almost_all.probes_of(ProbeKind.LOCALITY)) == 1
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        hold_out_locality([many], 1.0)

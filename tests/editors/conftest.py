@@ -12,19 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from edit_grpo_trl.testing import build_tiny_causal_lm, word_tokenizer
 
 WORDS = "the a is of in was born works for plays Paris Rome Oslo Lima piano violin Kalo Mira Sute . ,".split()
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    vocabulary = {token: index for index, token in enumerate(["<pad>", "<eos>", "<unk>", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
 
 
 @pytest.fixture(autouse=True)
@@ -38,21 +29,22 @@ def one_thread():
 
 @pytest.fixture
 def small_qwen3():
-    torch.manual_seed(0)
-    tokenizer = word_tokenizer()
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
+    tokenizer = word_tokenizer(WORDS, split_punctuation=True)
+    model = build_tiny_causal_lm(
+        "qwen3",
+        len(tokenizer),
+        num_layers=2,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
         max_position_embeddings=64,
         pad_token_id=0,
         eos_token_id=1,
+        tie_word_embeddings=False,
     )
-    return SimpleNamespace(model=Qwen3ForCausalLM(config).eval(), tokenizer=tokenizer)
+    return SimpleNamespace(model=model, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="session")

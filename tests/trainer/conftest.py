@@ -4,10 +4,10 @@ an AGT dataset of a few edit cases. Nothing is downloaded."""
 from __future__ import annotations
 
 import pytest
-import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
+
+from edit_grpo_trl.testing import build_tiny_causal_lm, word_tokenizer
 
 PEOPLE = ["Ana", "Bo", "Cyd", "Dee", "Eli", "Fay"]
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kiev", "Doha"]
@@ -31,33 +31,27 @@ WORDS += [".", "where", "?", "\\boxed{", "}"] + PEOPLE + CITIES
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {word: index for index, word in enumerate(WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
+    tokenizer = word_tokenizer(WORDS)  # WORDS starts with the special tokens: ids are WORDS' positions
     tokenizer.padding_side = "left"
     return tokenizer
 
 
 def make_model(seed: int = 0, layers: int = 2) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=len(WORDS),
+    """A Qwen3 with random weights, in train mode as a freshly built module is."""
+    return build_tiny_causal_lm(
+        "qwen3",
+        len(WORDS),
+        num_layers=layers,
         hidden_size=32,
+        seed=seed,
         intermediate_size=48,
-        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
         max_position_embeddings=64,
-        tie_word_embeddings=True,
         pad_token_id=0,
         eos_token_id=1,
-    )
-    return Qwen3ForCausalLM(config)
+    ).train()
 
 
 def make_agt_rows(num_cases: int = 4) -> dict[str, list]:

@@ -2,9 +2,6 @@
 own slice, and the gathered PGAA advantages equal a single-process computation."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ import torch
 
 from edit_grpo_trl.trainer.pgaa import Role
 
+from ..torchrun import torchrun
 from .conftest import make_agt_rows
 
 pytestmark = pytest.mark.distributed
@@ -19,19 +17,8 @@ pytestmark = pytest.mark.distributed
 
 def test_two_ranks_share_case_batches_and_split_them(tmp_path):
     worker = Path(__file__).with_name("distributed_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        str(worker),
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    result = torchrun([str(worker), str(tmp_path)], env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2  # two generation batches

@@ -1,5 +1,5 @@
 """The captured inputs and output gradients of a real model's MLP projection, fed to the ghost identity,
-must reproduce the cosines of brute-force per-sample weight gradients (DESIGN section 4)."""
+must reproduce the cosines of brute-force per-sample weight gradients (docs/design.md section 6)."""
 
 import pytest
 import torch

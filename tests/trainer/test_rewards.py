@@ -1,5 +1,6 @@
 import pytest
 
+from edit_grpo_trl.answers import BOXED_COMMAND
 from edit_grpo_trl.trainer.rewards import (
     REWARD_FUNCTIONS,
     anchor_accuracy,
@@ -40,8 +41,9 @@ def test_boxed_answers_use_the_last_box_with_nested_braces():
 
 
 def test_boxed_strings_are_real_backslashes():
-    # The seed wrote "\boxed{" in a plain string: a backspace. Ours must be a backslash.
-    assert "\\boxed{" == r"\boxed{"
+    # The seed wrote "\boxed{" in a plain string: a backspace. The command the rewards look for must
+    # start with a backslash.
+    assert BOXED_COMMAND == chr(92) + "boxed{" and "\b" not in BOXED_COMMAND
     assert boxed_format([r"The answer is \boxed{Paris}."], answer_style=["boxed"]) == [1.0]
     assert boxed_format(["The answer is \boxed{Paris}."], answer_style=["boxed"]) == [0.0]  # noqa: W605 backspace
 

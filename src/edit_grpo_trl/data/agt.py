@@ -1,6 +1,6 @@
 """The AGT dataset: edit cases -> one row per training prompt, in the columns the trainer and rewards read.
 
-Every case becomes exactly ``1 + K + L`` consecutive rows (DESIGN section 3):
+Every case becomes exactly ``1 + K + L`` consecutive rows (docs/design.md section 4):
 
 * one ``anchor`` row: the edit prompt itself;
 * ``K`` ``generalization`` rows, drawn from the case's *training* generalization probes only (evaluation
@@ -12,6 +12,11 @@ Every case becomes exactly ``1 + K + L`` consecutive rows (DESIGN section 3):
   ``locality_rows_from_evaluation`` and logged: its locality score then includes probes it trained on.
 
 The trainer packs whole cases into generation batches, so the fixed case size is part of the contract.
+
+Beside the rows, the builder returns the *locality pool*: every case's training locality prompt (up to
+``locality_pool_size``, a seeded sample) with the pre-edit answer, for the trainer's dense locality loss.
+A pool prompt that is an evaluation probe or the anchor of *any* case is left out (counted): nothing the
+evaluation asks is trained on, even through another case.
 
 Columns: ``prompt`` (a string for ``prompt_style="plain"``; for ``"chat"`` TRL's conversational form
 ``[{"role": "user", "content": ...}]`` whose content asks for a final ``\\boxed{...}`` answer: TRL applies
@@ -36,16 +41,12 @@ from typing import Any, Literal
 
 import datasets
 
-from edit_grpo_trl.answers import extract_answer
-from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
+from edit_grpo_trl.answers import extract_answer, normalize_answer
+from edit_grpo_trl.data.cases import EVALUATION_KINDS, EditCase, Probe, ProbeKind
 from edit_grpo_trl.generation import greedy_generate
+from edit_grpo_trl.roles import ANCHOR, GENERALIZATION, LOCALITY, ROLES
 
 logger = logging.getLogger(__name__)
-
-ANCHOR = "anchor"
-GENERALIZATION = "generalization"
-LOCALITY = "locality"
-ROLES = (ANCHOR, GENERALIZATION, LOCALITY)
 
 PROMPT_PLACEHOLDER = "{prompt}"
 DEFAULT_CHAT_INSTRUCTION = (
@@ -77,6 +78,8 @@ class AGTDataConfig:
     # Greedy decoding of pre-edit locality answers (None: 50 tokens for plain prompts, 256 for chat).
     locality_max_new_tokens: int | None = None
     locality_batch_size: int = 64
+    # Training locality prompts kept for the dense locality loss (0: no pool).
+    locality_pool_size: int = 256
 
     def __post_init__(self) -> None:
         if self.num_generalization < 0:
@@ -97,6 +100,8 @@ class AGTDataConfig:
             )
         if self.locality_max_new_tokens is not None and self.locality_max_new_tokens < 1:
             raise ValueError(f"locality_max_new_tokens must be >= 1, got {self.locality_max_new_tokens}")
+        if self.locality_pool_size < 0:
+            raise ValueError(f"locality_pool_size must be >= 0, got {self.locality_pool_size}")
 
     @property
     def rows_per_case(self) -> int:
@@ -159,24 +164,23 @@ class AGTBuildReport:
     cases_cycling_generalization: int = 0  # fewer training prompts than K: some repeat
     cases_cycling_locality: int = 0
     locality_fallbacks: int = 0  # pre-edit completion gave no answer: dataset answers used
-    locality_rows_from_evaluation: int = 0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
+    # Cases without TRAIN_LOCALITY probes: their evaluation locality probes were trained on.
+    locality_rows_from_evaluation: int = 0
+    locality_pool: int = 0  # prompts in the locality pool
+    locality_pool_dropped: int = 0  # training locality prompts another case evaluates (or edits)
 
 
 @dataclass
 class AGTRecords:
     rows: list[dict[str, Any]]
     report: AGTBuildReport
+    locality_pool: list[dict[str, Any]] = field(default_factory=list)  # {"prompt", "answers", "answer_style"}
 
 
 def build_agt_records(
     cases: Sequence[EditCase], config: AGTDataConfig, tokenizer=None, model=None
 ) -> AGTRecords:
     """The AGT rows as plain dicts, with a report (see :func:`build_agt_dataset`)."""
-    if config.locality_answers == "model" and config.num_locality and (model is None or tokenizer is None):
-        raise ValueError(
-            "locality_answers='model' records the PRE-EDIT model's greedy answers: pass model= and tokenizer= "
-            "(the unedited model), or set locality_answers='dataset'"
-        )
     seen: set[str] = set()
     for case in cases:
         if case.case_id in seen:
@@ -226,7 +230,9 @@ def build_agt_records(
             "a share of them for training only)",
             report.locality_rows_from_evaluation,
         )
-    locality_answers = _locality_answers(plan, config, tokenizer, model, report)
+    pool = _locality_pool_prompts(cases, config, report)
+    asked = [probe.prompt for _, _, locality in plan for probe in locality] + [p.prompt for p in pool]
+    locality_answers = _locality_answers(asked, config, tokenizer, model)
 
     rows: list[dict[str, Any]] = []
     style = config.answer_style
@@ -243,13 +249,48 @@ def build_agt_records(
             answers = [model_answer] if model_answer is not None else list(probe.answers)
             rows.append(_row(config, probe.prompt, case.case_id, LOCALITY, answers, old, style))
     report.cases_built = len(plan)
+    pool_rows = []
+    for probe in pool:
+        answer = locality_answers.get(probe.prompt)
+        answers = [answer] if answer is not None else list(probe.answers)
+        pool_rows.append(_row(config, probe.prompt, "", LOCALITY, answers, [], style))
     if report.cases_cycling_generalization:
         logger.info(
             "AGT dataset: %d case(s) have fewer than %d training prompts; their prompts repeat",
             report.cases_cycling_generalization,
             config.num_generalization,
         )
-    return AGTRecords(rows=rows, report=report)
+    pool_rows = [{key: row[key] for key in ("prompt", "answers", "answer_style")} for row in pool_rows]
+    return AGTRecords(rows=rows, report=report, locality_pool=pool_rows)
+
+
+def _locality_pool_prompts(
+    cases: Sequence[EditCase], config: AGTDataConfig, report: AGTBuildReport
+) -> list[Probe]:
+    """Every case's training locality probes that no case evaluates or edits, one per prompt, a seeded
+    sample of at most ``locality_pool_size``."""
+    if not config.locality_pool_size:
+        return []
+    asked = {normalize_answer(case.prompt) for case in cases}
+    asked |= {
+        normalize_answer(p.prompt)
+        for case in cases
+        for kind in EVALUATION_KINDS
+        for p in case.probes_of(kind)
+    }
+    pool: dict[str, Probe] = {}
+    for case in cases:
+        for probe in case.probes_of(ProbeKind.TRAIN_LOCALITY):
+            key = normalize_answer(probe.prompt)
+            if key in asked:
+                report.locality_pool_dropped += 1
+            else:
+                pool.setdefault(key, probe)
+    chosen = list(pool.values())
+    if len(chosen) > config.locality_pool_size:
+        chosen = random.Random(f"{config.seed}:locality-pool").sample(chosen, config.locality_pool_size)
+    report.locality_pool = len(chosen)
+    return chosen
 
 
 def _row(config: AGTDataConfig, prompt: str, case_id: str, role: str, answers, old, style) -> dict[str, Any]:
@@ -266,19 +307,20 @@ def _row(config: AGTDataConfig, prompt: str, case_id: str, role: str, answers, o
 
 
 def _locality_answers(
-    plan: Sequence[tuple[EditCase, list[Probe], list[Probe]]],
-    config: AGTDataConfig,
-    tokenizer,
-    model,
-    report: AGTBuildReport,
+    prompts: Sequence[str], config: AGTDataConfig, tokenizer, model
 ) -> dict[str, str | None]:
     """The pre-edit model's answer per distinct locality prompt (None: no answer in its completion).
 
     Empty for ``locality_answers="dataset"``: every locality row then keeps its probe's answers.
     """
-    prompts = list(dict.fromkeys(probe.prompt for _, _, locality in plan for probe in locality))
+    prompts = list(dict.fromkeys(prompts))
     if config.locality_answers == "dataset" or not prompts:
         return {}
+    if model is None or tokenizer is None:
+        raise ValueError(
+            "locality_answers='model' records the PRE-EDIT model's greedy answers: pass model= and tokenizer= "
+            "(the unedited model), or set locality_answers='dataset'"
+        )
     if config.prompt_style == "chat":
         texts = [
             render_chat_prompt(

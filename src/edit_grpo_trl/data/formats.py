@@ -20,18 +20,25 @@ Formats (``format=`` names):
   and id is an invalid record. Its reference code reads only the first locality item; we keep all of
   them. QAEdit has no old object (``target_true`` is None).
 * ``cases``: this project's own JSON lines (:func:`edit_grpo_trl.data.cases.save_cases`).
-* ``world``: the generated knowledge world, by name: ``"world:<size>[:<seed>]"`` or ``"world:<model dir>"``.
+* ``world``: the generated knowledge world, by name: ``"world:<size>[:<seed>]"`` or ``"world:<model dir>"``
+  (:func:`parse_world_spec` holds the rule, and the pipeline reads model names with it too).
 * ``facts:<bank>[:<seed>]`` (by name only): real-fact edit cases from a shipped fact bank
   (:mod:`edit_grpo_trl.data.facts`), e.g. ``"facts:real"``.
 
 ``format="auto"`` picks the format from the name (``world:``, ``facts:``, ``knowedit:``) or from the first
 record's fields; a folder is read as KnowEdit.
+
+The three flat formats (``easyedit``, ``zsre_mend``, ``qaedit``) are one converter,
+:func:`flat_record_to_case`, read through a table of fields: :data:`FLAT_FORMATS`, one :class:`FlatFormat`
+row per format, plus a hook for what only one format has (ZsRE's one-hop portability, QAEdit's list of
+locality items and ``<source>/<id>`` case ids).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +60,7 @@ from edit_grpo_trl.data.records import (
 logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "knowedit", "easyedit", "zsre_mend", "qaedit", "cases", "world")
+WORLD_PREFIX = "world:"
 NEIGHBORHOOD = "neighborhood"
 
 
@@ -150,126 +158,29 @@ def _extra(record: dict, mapped: set[str]) -> dict:
     return {name: value for name, value in record.items() if name not in mapped}
 
 
-_EASYEDIT_FIELDS = {
-    "case_id",
-    "prompt",
-    "subject",
-    "target_new",
-    "ground_truth",
-    "rephrase_prompt",
-    "locality_prompt",
-    "locality_ground_truth",
-}
-
-
-def easyedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[EditCase, RecordStats]:
-    """One record of EasyEdit's flat format as an :class:`EditCase`."""
-    stats = RecordStats()
-    subject = require_text(record, "subject")
-    prompt = require_text(record, "prompt")
-    target_new = _required_answers(record, "target_new", stats, "target_new")
-    old_answers = _optional_answers(record, "ground_truth", stats, "ground_truth")
-    rephrases = text_list(record["rephrase_prompt"], "rephrase_prompt") if "rephrase_prompt" in record else []
-    probes = [Probe(text, target_new, ProbeKind.EVAL_GENERALIZATION) for text in rephrases]
-    probes += _paired_probes(
-        record.get("locality_prompt"),
-        record.get("locality_ground_truth"),
-        "locality_prompt",
-        "locality_ground_truth",
-        ProbeKind.LOCALITY,
-        NEIGHBORHOOD,
+def _zsre_portability(record: dict, stats: RecordStats) -> tuple[list[Probe], dict[str, Any]]:
+    """EasyEdit's one-hop ZsRE ``portability``: its question and answer become a ``one_hop`` probe."""
+    portability = record.get("portability")
+    if portability is None:
+        return [], {}
+    if not isinstance(portability, dict):
+        raise FieldError("portability", f"must be an object, got {type(portability).__name__}")
+    probes = _paired_probes(
+        portability.get("New Question"),
+        portability.get("New Answer"),
+        "portability.New Question",
+        "portability.New Answer",
+        ProbeKind.PORTABILITY,
+        "one_hop",
         stats,
     )
-    metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
-    extra = _extra(record, _EASYEDIT_FIELDS)
-    if extra:
-        metadata["record_extra"] = extra
-    case = _build_case(
-        case_id=_case_id(record, "case_id", index),
-        subject=subject,
-        prompt=prompt,
-        target_new=target_new,
-        old_answers=old_answers,
-        probes=probes,
-        source="easyedit",
-        metadata=metadata,
-        stats=stats,
-    )
-    return case, stats
+    # EasyEdit's one-hop file also writes "Recalled Relation" (the fact the question chains through).
+    kept = _extra(portability, {"New Question", "New Answer"})
+    return probes, {"portability": kept} if kept else {}
 
 
-_ZSRE_MEND_FIELDS = {
-    "subject",
-    "src",
-    "alt",
-    "answers",
-    "rephrase",
-    "loc",
-    "loc_ans",
-    "portability",
-    "case_id",
-}
-
-
-def zsre_mend_record_to_case(record: dict, index: int, file: str = "") -> tuple[EditCase, RecordStats]:
-    """One record of the MEND/ROME ZsRE files (``src``/``alt``/``answers``/``rephrase``/``loc``/``loc_ans``)."""
-    stats = RecordStats()
-    subject = require_text(record, "subject")
-    prompt = require_text(record, "src")
-    target_new = _required_answers(record, "alt", stats, "target_new")
-    old_answers = _optional_answers(record, "answers", stats, "ground_truth")
-    rephrases = text_list(record["rephrase"], "rephrase") if "rephrase" in record else []
-    probes = [Probe(text, target_new, ProbeKind.EVAL_GENERALIZATION) for text in rephrases]
-    probes += _paired_probes(
-        record.get("loc"), record.get("loc_ans"), "loc", "loc_ans", ProbeKind.LOCALITY, NEIGHBORHOOD, stats
-    )
-    portability = record.get("portability")
-    portability_extra: dict[str, Any] = {}
-    if portability is not None:
-        if not isinstance(portability, dict):
-            raise FieldError("portability", f"must be an object, got {type(portability).__name__}")
-        # EasyEdit's one-hop file also writes "Recalled Relation" (the fact the question chains through).
-        portability_extra = _extra(portability, {"New Question", "New Answer"})
-        probes += _paired_probes(
-            portability.get("New Question"),
-            portability.get("New Answer"),
-            "portability.New Question",
-            "portability.New Answer",
-            ProbeKind.PORTABILITY,
-            "one_hop",
-            stats,
-        )
-    metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
-    extra = _extra(record, _ZSRE_MEND_FIELDS)
-    if portability_extra:
-        extra["portability"] = portability_extra
-    if extra:
-        metadata["record_extra"] = extra
-    case = _build_case(
-        case_id=_case_id(record, "case_id", index),
-        subject=subject,
-        prompt=prompt,
-        target_new=target_new,
-        old_answers=old_answers,
-        probes=probes,
-        source="zsre_mend",
-        metadata=metadata,
-        stats=stats,
-    )
-    return case, stats
-
-
-_QAEDIT_FIELDS = {"id", "source", "prompt", "target", "subject", "rephrase", "locality"}
-
-
-def qaedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[EditCase, RecordStats]:
-    """One QAEdit record: a question (``prompt``) whose answer should become ``target``."""
-    stats = RecordStats()
-    subject = require_text(record, "subject")
-    prompt = require_text(record, "prompt")
-    target_new = _required_answers(record, "target", stats, "target_new")
-    rephrases = text_list(record["rephrase"], "rephrase") if "rephrase" in record else []
-    probes = [Probe(text, target_new, ProbeKind.EVAL_GENERALIZATION) for text in rephrases]
+def _qaedit_locality(record: dict, stats: RecordStats) -> tuple[list[Probe], dict[str, Any]]:
+    """QAEdit's ``locality``: a list of ``{loc, loc_ans}`` items (or one item without its list)."""
     locality = record.get("locality")
     if isinstance(locality, dict):  # a single item written without its list
         locality = [locality]
@@ -277,6 +188,7 @@ def qaedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[Edi
         raise FieldError(
             "locality", f"must be a list of {{loc, loc_ans}} objects, got {type(locality).__name__}"
         )
+    probes: list[Probe] = []
     for position, item in enumerate(locality or []):
         where = f"locality[{position}]"
         if not isinstance(item, dict):
@@ -293,16 +205,130 @@ def qaedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[Edi
             NEIGHBORHOOD,
             stats,
         )
-    stats.shape("ground_truth", parse_answers(None, "ground_truth")[1])
-    metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
+    return probes, {}
+
+
+def _qaedit_case_id(record: dict, index: int, metadata: dict) -> str:
+    """``<source>/<id>``: QAEdit numbers its records within each source QA set, so an id recurs across them."""
     case_id = _case_id(record, "id", index)
     if "source" in record:
-        # QAEdit numbers its records within each source QA set, so the same id recurs across sources.
         metadata["dataset"] = require_text(record, "source")
         if "id" in record:
             metadata["qaedit_id"] = record["id"]
         case_id = f"{metadata['dataset']}/{case_id}"
-    extra = _extra(record, _QAEDIT_FIELDS)
+    return case_id
+
+
+@dataclass(frozen=True)
+class FlatFormat:
+    """Where one flat format's records keep each part of an edit case: a row of :data:`FLAT_FORMATS`.
+
+    :func:`flat_record_to_case` reads, in this order: ``subject`` and ``prompt`` (non-empty strings),
+    ``target_new`` (at least one answer), ``ground_truth`` (the old object's answers, optional; None: the
+    format has no old object), ``rephrase`` (held-out paraphrases, a string or a list), ``locality`` (a
+    prompt field and its answer field, a string each or two lists of one length: ``neighborhood``
+    locality probes), the format's own probes (``more_probes``, from ``own_fields``), and last the case id
+    (``case_id``; by default the ``id_field`` value, or the record's position when absent). Every field not
+    named here is kept in ``metadata["record_extra"]``.
+    """
+
+    name: str
+    id_field: str
+    subject: str
+    prompt: str
+    target_new: str
+    ground_truth: str | None
+    rephrase: str
+    locality: tuple[str, str] | None = None
+    own_fields: tuple[str, ...] = ()
+    # (record, stats) -> (probes, fields to add to record_extra)
+    more_probes: Callable[[dict, RecordStats], tuple[list[Probe], dict[str, Any]]] | None = None
+    # (record, index, metadata) -> case id; may add to metadata
+    case_id: Callable[[dict, int, dict], str] | None = None
+
+    @property
+    def mapped_fields(self) -> set[str]:
+        named = (self.id_field, self.subject, self.prompt, self.target_new, self.ground_truth, self.rephrase)
+        return {name for name in named if name} | set(self.locality or ()) | set(self.own_fields)
+
+
+FLAT_FORMATS: dict[str, FlatFormat] = {
+    fields.name: fields
+    for fields in (
+        FlatFormat(
+            name="easyedit",
+            id_field="case_id",
+            subject="subject",
+            prompt="prompt",
+            target_new="target_new",
+            ground_truth="ground_truth",
+            rephrase="rephrase_prompt",
+            locality=("locality_prompt", "locality_ground_truth"),
+        ),
+        FlatFormat(
+            name="zsre_mend",
+            id_field="case_id",
+            subject="subject",
+            prompt="src",
+            target_new="alt",
+            ground_truth="answers",
+            rephrase="rephrase",
+            locality=("loc", "loc_ans"),
+            own_fields=("portability",),
+            more_probes=_zsre_portability,
+        ),
+        FlatFormat(
+            name="qaedit",
+            id_field="id",
+            subject="subject",
+            prompt="prompt",
+            target_new="target",
+            ground_truth=None,
+            rephrase="rephrase",
+            own_fields=("source", "locality"),
+            more_probes=_qaedit_locality,
+            case_id=_qaedit_case_id,
+        ),
+    )
+}
+
+
+def flat_record_to_case(
+    fields: FlatFormat, record: dict, index: int, file: str = ""
+) -> tuple[EditCase, RecordStats]:
+    """One record of a flat format as an :class:`EditCase`, read as ``fields`` says (:class:`FlatFormat`)."""
+    stats = RecordStats()
+    subject = require_text(record, fields.subject)
+    prompt = require_text(record, fields.prompt)
+    target_new = _required_answers(record, fields.target_new, stats, "target_new")
+    if fields.ground_truth is None:
+        old_answers: tuple[str, ...] = ()
+        stats.shape("ground_truth", parse_answers(None, "ground_truth")[1])
+    else:
+        old_answers = _optional_answers(record, fields.ground_truth, stats, "ground_truth")
+    rephrases = text_list(record[fields.rephrase], fields.rephrase) if fields.rephrase in record else []
+    probes = [Probe(text, target_new, ProbeKind.EVAL_GENERALIZATION) for text in rephrases]
+    if fields.locality is not None:
+        prompt_field, answer_field = fields.locality
+        probes += _paired_probes(
+            record.get(prompt_field),
+            record.get(answer_field),
+            prompt_field,
+            answer_field,
+            ProbeKind.LOCALITY,
+            NEIGHBORHOOD,
+            stats,
+        )
+    own_extra: dict[str, Any] = {}
+    if fields.more_probes is not None:
+        more, own_extra = fields.more_probes(record, stats)
+        probes += more
+    metadata: dict[str, Any] = {"index": index, **({"file": file} if file else {})}
+    if fields.case_id is not None:
+        case_id = fields.case_id(record, index, metadata)
+    else:
+        case_id = _case_id(record, fields.id_field, index)
+    extra = {**_extra(record, fields.mapped_fields), **own_extra}
     if extra:
         metadata["record_extra"] = extra
     case = _build_case(
@@ -310,24 +336,28 @@ def qaedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[Edi
         subject=subject,
         prompt=prompt,
         target_new=target_new,
-        old_answers=(),
+        old_answers=old_answers,
         probes=probes,
-        source="qaedit",
+        source=fields.name,
         metadata=metadata,
         stats=stats,
     )
     return case, stats
 
 
-_CONVERTERS: dict[str, Callable[..., tuple[EditCase, RecordStats]]] = {
-    "easyedit": easyedit_record_to_case,
-    "zsre_mend": zsre_mend_record_to_case,
-    "qaedit": qaedit_record_to_case,
-}
+def easyedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[EditCase, RecordStats]:
+    """One record of EasyEdit's flat format as an :class:`EditCase`."""
+    return flat_record_to_case(FLAT_FORMATS["easyedit"], record, index, file)
 
 
-# The record field each format's case id comes from (named when two records share one).
-_ID_FIELDS = {"easyedit": "case_id", "zsre_mend": "case_id", "qaedit": "id"}
+def zsre_mend_record_to_case(record: dict, index: int, file: str = "") -> tuple[EditCase, RecordStats]:
+    """One record of the MEND/ROME ZsRE files (``src``/``alt``/``answers``/``rephrase``/``loc``/``loc_ans``)."""
+    return flat_record_to_case(FLAT_FORMATS["zsre_mend"], record, index, file)
+
+
+def qaedit_record_to_case(record: dict, index: int, file: str = "") -> tuple[EditCase, RecordStats]:
+    """One QAEdit record: a question (``prompt``) whose answer should become ``target``."""
+    return flat_record_to_case(FLAT_FORMATS["qaedit"], record, index, file)
 
 
 def detect_format(record: Any) -> str | None:
@@ -368,14 +398,14 @@ def load_format_file(
     path: str | Path, format: str, limit: int | None = None, skip_invalid: bool = False
 ) -> LoadedCases:
     """Read one file of EasyEdit's flat format, MEND ZsRE, or QAEdit."""
-    if format not in _CONVERTERS:
-        raise ValueError(f"load_format_file reads {sorted(_CONVERTERS)}, not {format!r}")
+    if format not in FLAT_FORMATS:
+        raise ValueError(f"load_format_file reads {sorted(FLAT_FORMATS)}, not {format!r}")
     path = Path(path)
     records = read_records(path)
-    converter = _CONVERTERS[format]
+    fields = FLAT_FORMATS[format]
 
     def convert(record: dict, index: int) -> tuple[EditCase, RecordStats]:
-        return converter(record, index, file=str(path))
+        return flat_record_to_case(fields, record, index, file=str(path))
 
     loaded = convert_records(
         records,
@@ -384,26 +414,51 @@ def load_format_file(
         format=format,
         skip_invalid=skip_invalid,
         limit=limit,
-        id_field=_ID_FIELDS[format],
+        id_field=fields.id_field,
     )
     logger.info("%s: %d %s case(s)", path, len(loaded), format)
     return loaded
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """A ``world:`` name, parsed: a saved world's ``folder``, or a ``size`` and ``seed`` to generate."""
+
+    size: str = "tiny"
+    seed: int = 0
+    folder: Path | None = None
+
+
+def parse_world_spec(spec: str) -> WorldSpec:
+    """Read ``world:<size>[:<seed>]`` or ``world:<folder>``, the one rule for every ``world:`` name.
+
+    The text after ``world:`` is a folder when a folder exists at that path (a saved world or world
+    model; its seed is 0). Otherwise it is a size (``tiny`` when empty), optionally followed by
+    ``:<seed>``, an integer (0 when omitted).
+    """
+    if not spec.startswith(WORLD_PREFIX):
+        raise ValueError(f"{spec!r} is not a {WORLD_PREFIX!r} name")
+    body = spec[len(WORLD_PREFIX) :]
+    if Path(body).is_dir():
+        return WorldSpec(folder=Path(body))
+    size, _, seed_text = body.partition(":")
+    try:
+        seed = int(seed_text) if seed_text else 0
+    except ValueError as error:
+        raise ValueError(f"{spec!r}: the seed after the size must be an integer") from error
+    return WorldSpec(size=size or "tiny", seed=seed)
 
 
 def _load_world(spec: str, limit: int | None) -> LoadedCases:
     """``world:<size>[:<seed>]`` or ``world:<model dir>``: edit cases of the generated knowledge world."""
     from edit_grpo_trl.data import world as world_module  # lazy: the world pulls in its own machinery
 
-    body = spec.split(":", 1)[1]
-    if Path(body).is_dir():
-        world, seed = world_module.KnowledgeWorld.load(Path(body)), 0
+    parsed = parse_world_spec(spec)
+    seed = parsed.seed
+    if parsed.folder is not None:
+        world = world_module.KnowledgeWorld.load(parsed.folder)
     else:
-        size, _, seed_text = body.partition(":")
-        try:
-            seed = int(seed_text) if seed_text else 0
-        except ValueError as error:
-            raise ValueError(f"{spec!r}: the seed after the size must be an integer") from error
-        world = world_module.KnowledgeWorld.generate(size=size or "tiny", seed=seed)
+        world = world_module.KnowledgeWorld.generate(size=parsed.size, seed=seed)
     cases = world.edit_cases(seed=seed) if limit is None else world.edit_cases(num_cases=limit, seed=seed)
     return LoadedCases(cases=list(cases), source=spec, format="world")
 
@@ -434,8 +489,8 @@ def load_edit_cases(
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     name = str(path_or_name)
-    if format == "world" or (format == "auto" and name.startswith("world:")):
-        return _load_world(name if name.startswith("world:") else f"world:{name}", limit)
+    if format == "world" or (format == "auto" and name.startswith(WORLD_PREFIX)):
+        return _load_world(name if name.startswith(WORLD_PREFIX) else f"{WORLD_PREFIX}{name}", limit)
     if format == "auto" and name.startswith("facts:"):
         return _load_facts(name, limit)
     if format in ("auto", "knowedit") and name.startswith("knowedit:"):
@@ -464,11 +519,17 @@ def _load_saved_cases(path: Path, limit: int | None) -> LoadedCases:
 
 
 __all__ = [
+    "FLAT_FORMATS",
     "FORMATS",
+    "WORLD_PREFIX",
+    "FlatFormat",
+    "WorldSpec",
     "detect_format",
     "easyedit_record_to_case",
+    "flat_record_to_case",
     "load_edit_cases",
     "load_format_file",
+    "parse_world_spec",
     "qaedit_record_to_case",
     "zsre_mend_record_to_case",
 ]

@@ -1,4 +1,5 @@
-"""Training pools: the generalization prompts AGT trains on (TRAIN_GENERALIZATION probes).
+"""Training pools: the generalization prompts AGT trains on (TRAIN_GENERALIZATION probes), and
+:func:`hold_out_locality`, which sets part of a case's locality probes aside for training.
 
 Three kinds of source, combinable:
 
@@ -22,6 +23,7 @@ into these sources.
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -348,6 +350,32 @@ def build_training_pools(
     return PoolResult(cases=result, report=report)
 
 
+def hold_out_locality(cases: Sequence[EditCase], share: float, seed: int = 0) -> tuple[list[EditCase], int]:
+    """Move ``share`` of each case's locality probes to training (``TRAIN_LOCALITY``), for data that brings
+    none: a seeded choice per case, at least one moved and one left to evaluate, so cases with fewer than
+    two locality probes keep theirs. Cases that already have training locality probes are left as they are.
+    Returns the cases and how many probes moved. Run it before any evaluation: it changes what is measured.
+    """
+    if not 0 <= share < 1:
+        raise ValueError(f"the locality holdout share must be in [0, 1), got {share!r}")
+    moved, result = 0, []
+    for case in cases:
+        locality = case.probes_of(ProbeKind.LOCALITY)
+        if share == 0 or len(locality) < 2 or case.probes_of(ProbeKind.TRAIN_LOCALITY):
+            result.append(case)
+            continue
+        count = min(len(locality) - 1, max(1, round(share * len(locality))))
+        chosen = set(random.Random(f"{seed}:{case.case_id}:locality").sample(range(len(locality)), count))
+        training = {id(probe) for index, probe in enumerate(locality) if index in chosen}
+        probes = [
+            Probe(p.prompt, p.answers, ProbeKind.TRAIN_LOCALITY, p.key) if id(p) in training else p
+            for p in case.probes
+        ]
+        result.append(case.with_probes(probes))
+        moved += count
+    return result, moved
+
+
 def sources_from_config(config: TrainPromptsConfig, model=None, tokenizer=None) -> list[PromptSource]:
     """The prompt sources a recipe's ``data.train_prompts`` names, in its order.
 
@@ -397,6 +425,7 @@ __all__ = [
     "build_training_pools",
     "filter_training_prompts",
     "generate_texts",
+    "hold_out_locality",
     "parse_paraphrase_lines",
     "sources_from_config",
 ]

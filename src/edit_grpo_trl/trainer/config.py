@@ -10,6 +10,7 @@ from trl import GRPOConfig
 from edit_grpo_trl.trainer.rewards import DEFAULT_REWARD_FUNCTIONS, resolve_reward_functions
 
 ANCHOR_DIRECTIONS = ("target", "anchor_samples")
+TRAIN_SCOPES = ("all", "edited_layers", "edited_modules")
 
 # (field, smallest allowed value, whether None is allowed): the sizes and rates GRPO divides or samples by.
 _RANGES = (
@@ -26,6 +27,8 @@ _RANGES = (
     ("temperature", 1e-6, False),
     ("logging_steps", 0.0, False),
     ("save_steps", 0.0, False),
+    ("locality_coef", 0.0, False),
+    ("locality_batch_size", 1, False),
     ("num_train_epochs", 0.0, False),
 )
 
@@ -48,9 +51,20 @@ class EditGRPOConfig(GRPOConfig):
             `"anchor_samples"`: g_c is the mean gradient of the case's sampled anchor completions.
         center_alignment (`bool`, defaults to `False`):
             Subtract each case's mean cosine (over its generalization samples) before adding the alignment
-            term, so it re-ranks a case's samples rather than shifting them all. Off: the design's form.
+            term, so it re-ranks a case's samples rather than shifting them all. An ablation switch, off by
+            default; its measured effect is in docs/design.md section 5.
         exclude_anchor_from_baseline (`bool`, defaults to `True`):
             Take each case's baseline mean and std over its generalization samples only.
+        locality_coef (`float`, defaults to `0.0`):
+            Weight of the dense locality loss: the mean NLL of the pre-edit answers on `locality_batch_size`
+            locality-pool prompts, added to the loss at every micro-batch (`edit_grpo_trl.trainer.locality`).
+            `0` turns it off.
+        locality_batch_size (`int`, defaults to `16`):
+            Locality-pool prompts per micro-batch.
+        train_scope (`str`, defaults to `"all"`):
+            Which weights stage 2 trains: `"all"`; `"edited_layers"`, every weight of the decoder layers the
+            stage-1 editor wrote; `"edited_modules"`, only the edited module (`alignment_module`) there.
+            The layers come from the edit manifest. With LoRA, the adapters go on those layers only.
         agt_reward_funcs (`list[str]`):
             AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
             `edit_grpo_trl.trainer.rewards.REWARD_FUNCTIONS`.
@@ -90,6 +104,23 @@ class EditGRPOConfig(GRPOConfig):
         default=True,
         metadata={"help": "Compute each case's baseline over its generalization samples only."},
     )
+    locality_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the dense locality loss (NLL of pre-edit answers on locality-pool prompts)."
+        },
+    )
+    locality_batch_size: int = field(
+        default=16, metadata={"help": "Locality-pool prompts per micro-batch for the locality loss."}
+    )
+    train_scope: str = field(
+        default="all",
+        metadata={
+            "help": "Weights stage 2 trains: 'all', 'edited_layers' (the layers the editor wrote) or "
+            "'edited_modules' (only the edited module in them).",
+            "choices": list(TRAIN_SCOPES),
+        },
+    )
     agt_reward_funcs: list[str] = field(
         default_factory=lambda: list(DEFAULT_REWARD_FUNCTIONS),
         metadata={"help": "AGT reward functions by name (anchor_accuracy, generalization_accuracy, ...)."},
@@ -103,6 +134,10 @@ class EditGRPOConfig(GRPOConfig):
         if self.anchor_direction not in ANCHOR_DIRECTIONS:
             raise ValueError(
                 f"anchor_direction must be one of {', '.join(ANCHOR_DIRECTIONS)}; got {self.anchor_direction!r}"
+            )
+        if self.train_scope not in TRAIN_SCOPES:
+            raise ValueError(
+                f"train_scope must be one of {', '.join(TRAIN_SCOPES)}; got {self.train_scope!r}"
             )
         if self.alignment_layer is not None and (
             not isinstance(self.alignment_layer, int) or self.alignment_layer < 0

@@ -1,4 +1,4 @@
-"""PGAA advantages: the anchor-excluded per-case baseline and the alignment term (DESIGN section 4).
+"""PGAA advantages: the anchor-excluded per-case baseline and the alignment term (docs/design.md section 5).
 
 Pure tensor functions, no trainer state. ``EditGRPOTrainer`` gathers one generation batch from every
 process, calls :func:`pgaa_advantages`, adds :func:`add_alignment_term`, and keeps its own slice.
@@ -25,30 +25,13 @@ With ``exclude_anchor_from_baseline=False`` and one prompt per case, the result 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 import torch
 
+from edit_grpo_trl.roles import Role
+
 # TRL adds this to the group standard deviation; PGAA uses the same value so that parity is exact.
 TRL_STD_EPS = 1e-4
-
-
-class Role(IntEnum):
-    """Roles as integer codes, so that they can be gathered across processes as tensors."""
-
-    ANCHOR = 0
-    GENERALIZATION = 1
-    LOCALITY = 2
-
-    @classmethod
-    def parse(cls, name: str) -> Role:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            valid = ", ".join(role.name.lower() for role in cls)
-            raise ValueError(
-                f"unknown role {name!r}; the dataset's 'role' column must hold one of: {valid}"
-            ) from None
 
 
 @dataclass(frozen=True)

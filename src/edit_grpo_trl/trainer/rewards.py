@@ -1,4 +1,4 @@
-"""AGT reward functions (DESIGN section 3), each a plain function with TRL's reward signature.
+"""AGT reward functions (docs/design.md section 4), each a plain function with TRL's reward signature.
 
 TRL calls ``func(prompts=..., completions=..., completion_ids=..., **columns)`` where ``columns`` are the
 dataset's extra columns, one value per completion. Every function here reads ``role`` and ``answers``
@@ -23,12 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edit_grpo_trl.answers import contains_match, exact_match, extract_answer, is_boxed_format
+from edit_grpo_trl.roles import ANCHOR, GENERALIZATION, LOCALITY
 
 RewardFunction = Callable[..., list[float | None]]
-
-ANCHOR = "anchor"
-GENERALIZATION = "generalization"
-LOCALITY = "locality"
 
 
 def _styles(answer_style: Sequence[str] | None, count: int) -> Sequence[str]:

@@ -1,6 +1,6 @@
 """`EditGRPOTrainer`: TRL's `GRPOTrainer` with case-grouped sampling, AGT rewards and PGAA advantages.
 
-TRL has no advantage hook, so the subclass stays as thin as it can (DESIGN section 5):
+TRL has no advantage hook, so the subclass stays as thin as it can (docs/design.md section 7):
 
 1. ``_get_train_sampler`` returns a :class:`CaseGroupedSampler`, so every generation batch holds whole
    edit cases.
@@ -33,6 +33,7 @@ from edit_grpo_trl.trainer.layer_features import (
     output_gradients,
     resolve_alignment_module,
 )
+from edit_grpo_trl.trainer.locality import LocalityLossMixin
 from edit_grpo_trl.trainer.pgaa import Role, add_alignment_term, pgaa_advantages
 from edit_grpo_trl.trainer.rewards import resolve_reward_functions
 from edit_grpo_trl.trainer.sampler import CaseGroupedSampler, cases_per_generation_batch
@@ -67,7 +68,7 @@ def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None
             raise DatasetSchemaError(f"training dataset row {index}: {error}") from None
     anchors_per_case: dict[Any, int] = {}
     for case_id, role in zip(dataset["case_id"], dataset["role"], strict=True):
-        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == "anchor")
+        anchors_per_case[case_id] = anchors_per_case.get(case_id, 0) + (role == Role.ANCHOR.label)
     without_anchor = [case_id for case_id, count in anchors_per_case.items() if count != 1]
     if without_anchor:
         raise DatasetSchemaError(
@@ -75,7 +76,7 @@ def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None
         )
 
 
-class EditGRPOTrainer(GRPOTrainer):
+class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
     """GRPO refinement of an edited model with AGT rewards and PGAA advantages.
 
     Args:
@@ -85,6 +86,8 @@ class EditGRPOTrainer(GRPOTrainer):
         train_dataset: an AGT dataset (``build_agt_dataset``): columns ``prompt``, ``case_id``, ``role``,
             ``answers`` and optionally ``answer_style`` and ``old_answers``; every case with the same
             number of rows.
+        locality_pool: rows ``{"prompt", "answers", "answer_style"}`` for the dense locality loss (needed when
+            ``args.locality_coef`` > 0; see :mod:`edit_grpo_trl.trainer.locality`).
         Every other keyword goes to `GRPOTrainer` (``processing_class``, ``peft_config``, callbacks...).
     """
 
@@ -131,7 +134,7 @@ class EditGRPOTrainer(GRPOTrainer):
             for row, (case_id, role) in enumerate(
                 zip(train_dataset["case_id"], train_dataset["role"], strict=True)
             )
-            if role == "anchor"
+            if role == Role.ANCHOR.label
         }
         self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
         self._gathered_rewards_per_func: torch.Tensor | None = None

@@ -19,12 +19,19 @@ Probes of a case (keys as in KnowEdit, so reports group them the same way):
   landmark moved to Rome is in Italy); the new object is never one that keeps the pre-edit answer.
 * locality ``neighborhood``: the anchor of two other subjects of the relation, with their true answers;
   locality ``Relation_Specificity``: the anchors of the subject's other relations, with their true answers.
+* training locality (what stage 2 may train to keep): the anchors of up to four other subjects of the
+  relation, and of the subject's other relations, keyed the same way.
+
+Every unedited fact is on one side for good, whichever case or draw asks it: half of the facts (by a hash
+of relation and subject) serve training locality probes, the other half evaluation ones, so no prompt that
+one case trains on is evaluated through another.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections.abc import Iterable
 
 from edit_grpo_trl.answers import contains_match
@@ -35,12 +42,18 @@ DEFAULT_BANK = "real"
 RESERVED_SHARE = 0.25
 MIN_RESERVED = 3
 NEIGHBOURS = 2
+TRAIN_NEIGHBOURS = 4
 NEIGHBORHOOD = "neighborhood"
 RELATION_SPECIFICITY = "Relation_Specificity"
 SUBJECT_ALIASING = "Subject_Aliasing"
 REASONING = "Reasoning"
 
 Fact = tuple[str, str]  # (relation, subject)
+
+
+def is_training_locality(relation: str, subject: str) -> bool:
+    """Whether the unedited fact (relation, subject) serves training locality probes (else evaluation)."""
+    return zlib.crc32(f"{relation}\t{subject}".encode()) % 2 == 0
 
 
 def _check_seed(seed: object) -> int:
@@ -129,18 +142,19 @@ def _case(bank: FactBank, relation: FactRelation, subject: str, seed: int, edite
         prompt = bank.prompt(hop.template, subject)
         found.append(Probe(prompt, bank.answers(hop.via, new), ProbeKind.PORTABILITY, REASONING))
         metadata["two_hop_true"] = list(bank.answers(hop.via, relation.facts[subject][0]))
+
+    def locality(other: FactRelation, who: str, key: str) -> Probe:
+        training = is_training_locality(other.name, who)
+        kind = ProbeKind.TRAIN_LOCALITY if training else ProbeKind.LOCALITY
+        return Probe(bank.prompt(other.anchor, who), bank.answers(other.name, who), kind, key)
+
     for other in bank.relations.values():
         if other.name != relation.name and subject in other.facts and (other.name, subject) not in edited:
-            answers = bank.answers(other.name, subject)
-            found.append(
-                Probe(bank.prompt(other.anchor, subject), answers, ProbeKind.LOCALITY, RELATION_SPECIFICITY)
-            )
+            found.append(locality(other, subject, RELATION_SPECIFICITY))
     neighbours = [s for s in relation.facts if s != subject and (relation.name, s) not in edited]
-    for neighbour in rng.sample(neighbours, min(NEIGHBOURS, len(neighbours))):
-        answers = bank.answers(relation.name, neighbour)
-        found.append(
-            Probe(bank.prompt(relation.anchor, neighbour), answers, ProbeKind.LOCALITY, NEIGHBORHOOD)
-        )
+    for training, count in ((False, NEIGHBOURS), (True, TRAIN_NEIGHBOURS)):
+        side = [s for s in neighbours if is_training_locality(relation.name, s) == training]
+        found += [locality(relation, s, NEIGHBORHOOD) for s in rng.sample(side, min(count, len(side)))]
     return EditCase(
         case_id=f"facts-{bank.name}-{seed}-{relation.name}-{slug(subject)}",
         subject=subject,

@@ -1,11 +1,14 @@
 """The knowledge world: a synthetic world of facts and a small model pretrained on it (DESIGN section 8)."""
 
 from edit_grpo_trl.data.world.model import (
+    alias_recall,
     build_tokenizer,
+    cache_key,
     default_cache_dir,
     ensure_world_model,
     pretrain,
     recall,
+    recall_report,
 )
 from edit_grpo_trl.data.world.world import RELATIONS, SIZES, KnowledgeWorld, WorldSize
 
@@ -14,9 +17,12 @@ __all__ = [
     "SIZES",
     "KnowledgeWorld",
     "WorldSize",
+    "alias_recall",
     "build_tokenizer",
+    "cache_key",
     "default_cache_dir",
     "ensure_world_model",
     "pretrain",
     "recall",
+    "recall_report",
 ]

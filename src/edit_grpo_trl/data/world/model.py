@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -23,7 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from edit_grpo_trl.answers import exact_match, extract_plain
-from edit_grpo_trl.data.world.world import FORMAT_VERSION, SIZES, KnowledgeWorld, WorldSize
+from edit_grpo_trl.data.world.world import (
+    ALIAS_FORMS,
+    FORMAT_VERSION,
+    HELDOUT_KEYS,
+    SIZES,
+    KnowledgeWorld,
+    WorldSize,
+)
 from edit_grpo_trl.generation import greedy_generate
 
 logger = logging.getLogger(__name__)
@@ -91,6 +99,36 @@ def recall(
     )
     hits = sum(exact_match(extract_plain(c), [a]) for c, (_, a) in zip(completions, pairs, strict=True))
     return hits / max(1, len(pairs))
+
+
+def recall_splits() -> list[str]:
+    """Every split the pretraining report measures: templates, each held-out key, each alias form, two-hop."""
+    return [
+        "anchor",
+        "train",
+        "heldout",
+        *(f"heldout:{key}" for key in HELDOUT_KEYS),
+        *(f"alias:{form}" for form in ALIAS_FORMS),
+        "two_hop",
+        "two_hop_stated",
+    ]
+
+
+def alias_recall(model, tokenizer, world: KnowledgeWorld, batch_size: int = 256) -> dict[str, float]:
+    """Pre-edit recall of every alias probe form: {form: share of the aliased people's facts answered}.
+
+    The cases' ``Subject_Aliasing`` probes ask the new object through the alias and each of
+    ``ALIAS_FORMS``; pretraining states aliased facts only through the anchor and the first training
+    template, so a form the model cannot answer before the edit says nothing about the edit's reach.
+    """
+    return {
+        form: recall(model, tokenizer, world, f"alias:{form}", batch_size=batch_size) for form in ALIAS_FORMS
+    }
+
+
+def recall_report(model, tokenizer, world: KnowledgeWorld, batch_size: int = 256) -> dict[str, float]:
+    """Recall of every split of :func:`recall_splits` (greedy exact match, all prompts)."""
+    return {split: recall(model, tokenizer, world, split, batch_size=batch_size) for split in recall_splits()}
 
 
 def _batches(token_lists: list[list[int]], batch_size: int, rng: random.Random, pad_id: int):
@@ -189,16 +227,25 @@ def _pretrain(world: KnowledgeWorld, device: str, show_progress: bool):
         "recall_check_seconds": recall_seconds,
         "device": device,
         "history": history,
-        "recall": {
-            split: recall(model, tokenizer, world, split)
-            for split in ("anchor", "train", "heldout", "alias", "two_hop")
-        },
+        "recall": recall_report(model, tokenizer, world),
     }
     return model.float().cpu(), tokenizer, report
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EDIT_GRPO_CACHE", Path.home() / ".cache" / "edit_grpo_trl")) / "worlds"
+
+
+def cache_key(size: str, seed: int) -> str:
+    """The cache folder's name: size, seed, world format, and a digest of everything pretraining reads.
+
+    The digest covers the size's settings and the whole corpus, so a changed template or fact never
+    reuses a model pretrained on other text, even if nobody bumped ``FORMAT_VERSION``.
+    """
+    world = KnowledgeWorld.generate(size, seed)
+    content = json.dumps({"spec": SIZES[size].__dict__, "corpus": world.corpus()}, sort_keys=True)
+    digest = hashlib.sha256(content.encode()).hexdigest()[:10]
+    return f"{size}-seed{seed}-v{FORMAT_VERSION}-{digest}"
 
 
 def ensure_world_model(
@@ -213,7 +260,7 @@ def ensure_world_model(
         raise ValueError(f"unknown knowledge-world size {size!r}; sizes: {', '.join(SIZES)}")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{size}-seed{seed}-v{FORMAT_VERSION}"
+    final = root / cache_key(size, seed)
     if (final / "pretrain_report.json").is_file():
         return final
     with open(root / f"{final.name}.lock", "w") as lock:
