@@ -134,6 +134,8 @@ def sample_fluency_texts(
 
     As in EasyEdit's ``generate_fast``, EOS does not end a row: the text always runs to ``max_length``
     tokens. EOS is kept from being sampled (EasyEdit samples it and drops it from the decoded text)."""
+    from transformers import GenerationConfig
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     texts: list[str] = []
@@ -146,16 +148,20 @@ def sample_fluency_texts(
             encoded = [tokenizer(p)["input_ids"] for p in batch]
             budget = [max(1, max_length - len(ids)) for ids in encoded]
             ids, mask = _left_padded(tokenizer, encoded)
-            output = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max(budget),
-                min_new_tokens=max(budget),
+            # plain top-k sampling, as EasyEdit's: none of the model's own generation defaults
+            # (temperature, top_p, repetition penalty) apply
+            sampling = GenerationConfig(
                 do_sample=True,
                 top_k=top_k,
                 top_p=1.0,
                 temperature=1.0,
+                max_new_tokens=max(budget),
+                min_new_tokens=max(budget),
                 pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            output = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=sampling
             )
             for prompt_ids, row, allowed in zip(
                 encoded, output[:, ids.shape[1] :].tolist(), budget, strict=True
