@@ -211,7 +211,9 @@ def _device(recipe: PipelineRecipe) -> str:
 
 
 def load_model(path: str, recipe: PipelineRecipe):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from edit_grpo_trl.editors.checkpoint import load_edited_model
 
     dtype = getattr(torch, recipe.model.dtype) if recipe.model.dtype != "auto" else "auto"
     if _device(recipe) == "cpu" and dtype in (torch.bfloat16, torch.float16):
@@ -221,7 +223,7 @@ def load_model(path: str, recipe: PipelineRecipe):
     kwargs: dict[str, Any] = {"dtype": dtype}
     if recipe.model.attn_implementation:
         kwargs["attn_implementation"] = recipe.model.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(_device(recipe))
+    model = load_edited_model(path, **kwargs).to(_device(recipe))  # rebuilds a WISE side memory
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

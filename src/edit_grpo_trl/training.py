@@ -53,7 +53,10 @@ def training_settings(recipe: PipelineRecipe, model_path: str | None = None) -> 
     """
     import torch
 
+    from edit_grpo_trl.editors.wise import wise_training_defaults
+
     settings = dict(recipe.training)
+    settings = {**wise_training_defaults(model_path), **settings}  # WISE: PGAA aligns on the side memory
     require_vllm(settings)
     if settings.get("alignment_layer") is None and model_path is not None:
         layer = edited_layer(model_path)
@@ -155,8 +158,11 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset):
 def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, Any]:
     """Train, resuming from the last checkpoint under ``layout.training``; save the final model atomically."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
+
+    from edit_grpo_trl.editors.checkpoint import load_edited_model
+    from edit_grpo_trl.editors.wise import prepare_wise_for_training
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
@@ -164,7 +170,8 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    model = load_edited_model(model_path, dtype="auto")  # a WISE checkpoint keeps its routed side memory
+    prepare_wise_for_training(model)  # WISE: stage 2 trains the side memory only (no-op for other models)
     trainer = build_trainer(recipe, args, model, tokenizer, dataset)
     last = get_last_checkpoint(str(layout.training)) if layout.training.is_dir() else None
     if last:

@@ -159,7 +159,9 @@ class AGTBuildReport:
     cases_cycling_generalization: int = 0  # fewer training prompts than K: some repeat
     cases_cycling_locality: int = 0
     locality_fallbacks: int = 0  # pre-edit completion gave no answer: dataset answers used
-    locality_rows_from_evaluation: int = 0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
+    locality_rows_from_evaluation: int = (
+        0  # cases without TRAIN_LOCALITY probes: evaluation probes trained on
+    )
 
 
 @dataclass
