@@ -156,3 +156,21 @@ def test_stage2_trains_the_side_memory_only(small_qwen3):
     model.zero_grad()
     model(input_ids=ids, labels=ids).loss.backward()
     assert wise.router_threshold.grad is not None
+
+
+def test_gpt2_conv1d_projection_routes_through_the_same_module():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        wise = install_wise(model, "transformer.h.1.mlp.c_proj")
+        assert wise.transposed and (wise.in_features, wise.out_features) == (64, 16)
+        assert torch.equal(model(input_ids=ids).logits, before)  # nothing edited: the main memory
+        wise.side.weight.add_(0.5)
+        wise.router_threshold.fill_(0.0)
+        routed = model(input_ids=ids).logits
+    assert wise.last_routes.all() and not torch.allclose(routed, before)

@@ -236,7 +236,7 @@ def manifest_template(
 
 
 def _with_wise_section(model, manifest: EditManifest) -> EditManifest:
-    from edit_grpo_trl.editors.wise import SIDE_SUFFIX, THRESHOLD_SUFFIX, wise_modules
+    from edit_grpo_trl.editors.wise import SIDE_SUFFIX, THRESHOLD_SUFFIX, side_module_suffix, wise_modules
 
     modules = wise_modules(model)
     if not modules or manifest.wise is not None:
@@ -248,7 +248,7 @@ def _with_wise_section(model, manifest: EditManifest) -> EditManifest:
             "side_memory": [f"{name}.{SIDE_SUFFIX}" for name in sorted(modules)],
             "router_threshold": [f"{name}.{THRESHOLD_SUFFIX}" for name in sorted(modules)],
             "thresholds": {name: float(module.router_threshold) for name, module in sorted(modules.items())},
-            "alignment_module": "mlp.down_proj.side",
+            "alignment_module": side_module_suffix(sorted(modules)[0]),
             "load_with": "edit_grpo_trl.editors.checkpoint.load_edited_model",
         },
     )
@@ -283,8 +283,12 @@ def wise_manifest_section(path: str | Path) -> dict[str, Any] | None:
         section = read_manifest(folder).wise
         if section:
             return section
-    if wise_state_in(folder):
-        return {"alignment_module": "mlp.down_proj.side"}
+    state = wise_state_in(folder)
+    if state:
+        from edit_grpo_trl.editors.wise import SIDE_SUFFIX, side_module_suffix
+
+        name = sorted(key for key in state if key.endswith("." + SIDE_SUFFIX))[0][: -len(SIDE_SUFFIX) - 1]
+        return {"alignment_module": side_module_suffix(name)}
     return None
 
 

@@ -35,6 +35,7 @@ Checkpoints keep the main memory under the projection's usual weight name, the s
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -142,23 +143,26 @@ def _activation(name: str):
 class WiseLinear(nn.Module):
     """A linear projection with a main memory (``weight``), a side memory (``side``) and a router."""
 
-    def __init__(self, base: nn.Linear, hidden_act: str = "silu", train_router: bool = False):
+    def __init__(self, base: nn.Module, hidden_act: str = "silu", train_router: bool = False):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise EditorConfigError(f"wise needs an nn.Linear output projection, found {type(base).__name__}")
-        self.in_features, self.out_features = base.in_features, base.out_features
+        # GPT-2's Conv1D keeps its weight as (in, out) and computes x W + b; nn.Linear keeps (out, in).
+        self.transposed = type(base).__name__ == "Conv1D"
+        if not isinstance(base, nn.Linear) and not self.transposed:
+            raise EditorConfigError(
+                f"wise needs an nn.Linear (or GPT-2 Conv1D) output projection, found {type(base).__name__}"
+            )
         self.weight = base.weight
         self.bias = base.bias
         self.weight.requires_grad_(False)
-        self.side = nn.Linear(
-            self.in_features,
-            self.out_features,
-            bias=False,
-            device=base.weight.device,
-            dtype=base.weight.dtype,
-        )
-        with torch.no_grad():
-            self.side.weight.copy_(base.weight)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        shape = tuple(self.weight.shape)
+        self.in_features, self.out_features = shape if self.transposed else shape[::-1]
+        # The side memory: a copy of the whole projection (GPT-2's bias included), trained instead of it.
+        self.side = copy.deepcopy(base)
+        self.side.weight.requires_grad_(False)
+        if getattr(self.side, "bias", None) is not None:
+            self.side.bias.requires_grad_(False)
         # inf: nothing edited yet, every token stays on the main memory.
         self.router_threshold = nn.Parameter(
             torch.tensor(math.inf, device=base.weight.device, dtype=torch.float32), requires_grad=False
@@ -199,10 +203,17 @@ class WiseLinear(nn.Module):
             start_sum, start_count = (t.to(device) for t in self._running)
         return valid, start_sum, start_count
 
+    def project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x`` through ``weight`` (laid out as the main memory's) and the main memory's bias."""
+        if self.transposed:
+            out = x @ weight
+            return out + self.bias if self.bias is not None else out
+        return F.linear(x, weight, self.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        main_out = F.linear(x, self.weight, self.bias)
+        main_out = self.project(x, self.weight)
         if self.editing_weight is not None:
-            edited = F.linear(x, self.editing_weight, self.bias)
+            edited = self.project(x, self.editing_weight)
             self.captured = (main_out, edited)
             return edited
         side_out = self.side(x)
@@ -277,6 +288,13 @@ def install_wise(model: nn.Module, module_name: str, train_router: bool = False)
     setattr(parent, child, wise)
     _decoder_stack(model).register_forward_pre_hook(_ContextHook(wise), with_kwargs=True)
     return wise
+
+
+def side_module_suffix(module_name: str) -> str:
+    """``model.layers.3.mlp.down_proj`` -> ``mlp.down_proj.side``: the side memory inside a decoder layer."""
+    parts = module_name.split(".")
+    digits = [index for index, part in enumerate(parts) if part.isdigit()]
+    return ".".join([*parts[digits[0] + 1 :], "side"]) if digits else f"{module_name}.side"
 
 
 def wise_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -606,7 +624,8 @@ class WiseEditor(Editor):
         for case in cases:
             self._edit_one(model, tokenizer, case, wise, state)
         after = state.shards[-1] if state.shards and state.pending.equal(wise.weight) else state.pending
-        return {layer: (after - before).float()}
+        delta = (after - before).float()
+        return {layer: delta.T if wise.transposed else delta}
 
     def finish(self, model) -> None:
         """Close the open shard and merge everything into the side memory (the end of an ``edit`` call)."""
@@ -642,6 +661,7 @@ class WiseEditor(Editor):
         (layer,) = self.hparams.layers
         wise = get_module(result.model, self.hparams.rewrite_module_tmp.format(layer))
         side_delta = (wise.side.weight.detach() - wise.weight.detach()).float().cpu()
+        side_delta = side_delta.T if wise.transposed else side_delta
         result.deltas = {layer: side_delta}
         result.record.update_norms = {str(layer): float(side_delta.norm())}
         logger.info("wise: router threshold %.4g", float(wise.router_threshold))
