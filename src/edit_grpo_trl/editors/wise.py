@@ -538,9 +538,10 @@ class WiseEditor(Editor):
                     + F.relu(beta - in_scope).mean()
                 )
                 loss = ce + margin
-                if abs(float(loss) - previous) <= 1e-4 and float(loss) <= 0.02:  # EasyEdit's early stop
+                value = float(loss.detach())
+                if abs(value - previous) <= 1e-4 and value <= 0.02:  # EasyEdit's early stop
                     break
-                previous = float(loss)
+                previous = value
                 loss.backward()
                 pending.grad.mul_(state.mask)
                 optimizer.step()
@@ -559,7 +560,7 @@ class WiseEditor(Editor):
         logger.debug(
             "wise edit %s: ce %.4f, in-scope %.3g, out-of-scope max %.3g",
             case.case_id,
-            float(ce),
+            float(ce.detach()),
             in_scope_min,
             float(out_scope.max()),
         )
