@@ -562,7 +562,7 @@ class WiseEditor(Editor):
             case.case_id,
             float(ce.detach()),
             in_scope_min,
-            float(out_scope.max()),
+            float(out_scope.detach().max()),
         )
         state.pending = pending.detach()
         state.min_in_scope = min(state.min_in_scope, in_scope_min)
