@@ -31,7 +31,13 @@ from edit_grpo_trl.editors.stage1 import build_editor
 from edit_grpo_trl.editors.tokens import encode, pad_id, pad_right, target_ids
 from edit_grpo_trl.generation import greedy_generate
 
-MODES = {"rome": "sequential", "ft": "sequential", "memit": "batch", "alphaedit": "batch"}
+MODES = {
+    "rome": "sequential",
+    "ft": "sequential",
+    "memit": "batch",
+    "alphaedit": "batch",
+    "wise": "sequential",
+}
 
 
 def probe_groups(cases: list[EditCase]) -> dict[str, list[tuple[int, str, tuple[str, ...]]]]:

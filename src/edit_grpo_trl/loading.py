@@ -98,10 +98,10 @@ def load_causal_lm(path: str, settings, device: str | None = None, place: bool =
     """(model, tokenizer) as the recipe's ``model`` section says; with ``place`` the model goes to
     ``device`` (quantized models stay where bitsandbytes put them) and into eval mode. Training loads with
     ``place=False``: the trainer moves the model itself."""
-    from transformers import AutoModelForCausalLM
+    from edit_grpo_trl.editors.checkpoint import load_edited_model
 
     kwargs = model_init_kwargs(settings, device)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = load_edited_model(path, **kwargs)  # a WISE checkpoint comes back with its routed side memory
     if place:
         if "quantization_config" not in kwargs and device is not None:
             model = model.to(device)

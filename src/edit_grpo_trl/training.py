@@ -67,9 +67,11 @@ def training_settings(recipe: PipelineRecipe, model_path: str | None = None) -> 
     """
     import torch
 
+    from edit_grpo_trl.editors.wise import wise_training_defaults
     from edit_grpo_trl.hub import hub_target
 
     settings = dict(recipe.training)
+    settings = {**wise_training_defaults(model_path), **settings}  # WISE: PGAA aligns on the side memory
     require_vllm(settings)
     hub_target(settings)  # push_to_hub pushes the refined model after the report (edit_grpo_trl.hub) ...
     settings["push_to_hub"] = False  # ... and the trainer none of its checkpoints
@@ -231,11 +233,18 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
     ``layout.training``); save the final model atomically."""
     import datasets
 
+    from edit_grpo_trl.editors.wise import prepare_wise_for_training
     from edit_grpo_trl.loading import load_causal_lm
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
     model, tokenizer = load_causal_lm(model_path, recipe.model, place=False)
+    wise_parameters = prepare_wise_for_training(model)  # WISE: the side memory trains (no-op otherwise)
+    if wise_parameters and args.train_scope != "all":
+        raise RecipeError(
+            f"training.train_scope is {args.train_scope!r}, but this is a WISE model, whose stage 2 trains its side "
+            "memory only; leave train_scope at 'all'"
+        )
     pool = read_locality_pool(layout.locality_pool)
     if args.locality_coef > 0 and not pool:
         raise RecipeError(

@@ -65,3 +65,20 @@ def world_statistics(request, tmp_path_factory):
         model_dir=world.path,
         show_progress=False,
     )
+
+
+def untouched_anchors(tiny_world, cases, limit: int) -> list[tuple[str, str]]:
+    """Anchor prompts of people no case edits, with the pre-edit model's greedy answers (only correct ones)."""
+    from edit_grpo_trl.answers import exact_match
+    from edit_grpo_trl.generation import greedy_generate
+
+    edited = {case.subject for case in cases}
+    pairs = [(p, a) for p, a in tiny_world.world.recall_prompts("anchor") if p.split()[0] not in edited][
+        :limit
+    ]
+    answers = greedy_generate(tiny_world.model, tiny_world.tokenizer, [p for p, _ in pairs], max_new_tokens=4)
+    return [
+        (prompt, answer)
+        for (prompt, gold), answer in zip(pairs, answers, strict=True)
+        if exact_match(answer, [gold])
+    ]

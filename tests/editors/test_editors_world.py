@@ -19,6 +19,8 @@ from edit_grpo_trl.editors.presets import resolve_hparams
 from edit_grpo_trl.editors.registry import editor_class
 from edit_grpo_trl.generation import greedy_generate
 
+from .conftest import untouched_anchors
+
 pytestmark = pytest.mark.slow
 NUM_CASES = 10
 
@@ -31,14 +33,7 @@ def cases(tiny_world):
 @pytest.fixture(scope="module")
 def untouched(tiny_world, cases):
     """Anchor prompts of people no case edits, with the pre-edit model's greedy answers (all correct)."""
-    edited = {case.subject for case in cases}
-    pairs = [(p, a) for p, a in tiny_world.world.recall_prompts("anchor") if p.split()[0] not in edited][:80]
-    answers = greedy_generate(tiny_world.model, tiny_world.tokenizer, [p for p, _ in pairs], max_new_tokens=4)
-    return [
-        (prompt, answer)
-        for (prompt, gold), answer in zip(pairs, answers, strict=True)
-        if exact_match(answer, [gold])
-    ]
+    return untouched_anchors(tiny_world, cases, 80)
 
 
 def edit_world(tiny_world, statistics, cases, name, mode):

@@ -20,7 +20,7 @@ def config_of(model: str):
     return AutoConfig.for_model(values.pop("model_type"), **values)
 
 
-@pytest.mark.parametrize("editor", ["rome", "memit", "ft", "alphaedit"])
+@pytest.mark.parametrize("editor", ["rome", "memit", "ft", "alphaedit", "wise"])
 @pytest.mark.parametrize("model", REAL_MODELS)
 def test_every_real_model_preset_validates_against_its_config(editor, model):
     config = config_of(model)
@@ -65,8 +65,8 @@ def test_unknown_field_and_bad_module_are_named(tmp_path):
     )
     with pytest.raises(EditorConfigError, match=r"expected 'model.layers.\{\}.mlp.down_proj'"):
         resolve_hparams("rome", config_of("qwen3-8b"), path)
-    with pytest.raises(EditorConfigError, match="unknown editor 'wise'"):
-        resolve_hparams("wise", config_of("qwen3-8b"))
+    with pytest.raises(EditorConfigError, match="unknown editor 'grace'"):
+        resolve_hparams("grace", config_of("qwen3-8b"))
 
 
 def test_easyedit_flat_file_is_read(tmp_path):

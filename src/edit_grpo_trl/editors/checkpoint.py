@@ -6,6 +6,12 @@ model, nor over a non-empty folder unless ``overwrite`` is given.
 
 A checkpoint another tool edited (EasyEdit, say) is accepted as stage-1 input once the user puts an
 ``edit_manifest.json`` in it; :func:`manifest_template` writes one to fill in.
+
+A WISE checkpoint is such a folder whose weights also hold the side memory and the router threshold of the
+routed projection (``<down_proj>.side.weight``, ``<down_proj>.router_threshold``), named in the manifest's
+``wise`` section. :func:`load_edited_model` rebuilds the routed model from any checkpoint (and loads every
+other folder as ``from_pretrained`` does); a plain ``from_pretrained`` of a WISE folder gives the main memory
+only, i.e. the unedited model (transformers warns that those weights were not used).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class EditManifest:
     seconds: float | None = None
     tool: str = "edit-grpo-trl"
     created: str = ""
+    # WISE only: the side memory and router state (state-dict names) and the alignment module for stage 2.
+    wise: dict[str, Any] | None = None
     format_version: int = MANIFEST_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +157,7 @@ def save_edited(
         raise CheckpointError(f"{output_dir} exists and is not empty; pass overwrite=True to replace it")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = output_dir.with_name(f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    manifest = _with_wise_section(model, manifest)
     try:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
@@ -180,11 +189,9 @@ class EditedCheckpoint:
 
     def load(self, **model_kwargs):
         """``(model, tokenizer)`` from the folder."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        return AutoModelForCausalLM.from_pretrained(self.path, **model_kwargs), AutoTokenizer.from_pretrained(
-            self.path
-        )
+        return load_edited_model(self.path, **model_kwargs), AutoTokenizer.from_pretrained(self.path)
 
     def __str__(self) -> str:
         return f"{self.path} ({self.manifest.editor} from {self.manifest.source_model}, {len(self.manifest.case_ids)} case(s), layers {self.manifest.layers})"
@@ -222,3 +229,93 @@ def manifest_template(
     path = Path(folder) / MANIFEST_NAME
     path.write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# WISE: the routed side memory travels inside the weights and is rebuilt on loading
+
+
+def _with_wise_section(model, manifest: EditManifest) -> EditManifest:
+    from edit_grpo_trl.editors.wise import SIDE_SUFFIX, THRESHOLD_SUFFIX, side_module_suffix, wise_modules
+
+    modules = wise_modules(model)
+    if not modules or manifest.wise is not None:
+        return manifest
+    return dataclasses.replace(
+        manifest,
+        wise={
+            "modules": sorted(modules),
+            "side_memory": [f"{name}.{SIDE_SUFFIX}" for name in sorted(modules)],
+            "router_threshold": [f"{name}.{THRESHOLD_SUFFIX}" for name in sorted(modules)],
+            "thresholds": {name: float(module.router_threshold) for name, module in sorted(modules.items())},
+            "alignment_module": side_module_suffix(sorted(modules)[0]),
+            "load_with": "edit_grpo_trl.editors.checkpoint.load_edited_model",
+        },
+    )
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def wise_state_in(path: str | Path) -> dict[str, Any]:
+    """The WISE tensors (side memories, thresholds) stored in a model folder's weights; empty if none."""
+    from safetensors import safe_open
+
+    from edit_grpo_trl.editors.wise import SIDE_SUFFIX, THRESHOLD_SUFFIX
+
+    folder = Path(path)
+    state: dict[str, Any] = {}
+    if not folder.is_dir():
+        return state
+    for file in _weight_files(folder):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open has keys(), no __iter__
+                if key.endswith("." + SIDE_SUFFIX) or key.endswith("." + THRESHOLD_SUFFIX):
+                    state[key] = handle.get_tensor(key)
+    return state
+
+
+def wise_manifest_section(path: str | Path) -> dict[str, Any] | None:
+    """The manifest's ``wise`` section, or a minimal one for a folder whose weights hold a side memory."""
+    folder = Path(path)
+    if (folder / MANIFEST_NAME).is_file():
+        section = read_manifest(folder).wise
+        if section:
+            return section
+    state = wise_state_in(folder)
+    if state:
+        from edit_grpo_trl.editors.wise import SIDE_SUFFIX, side_module_suffix
+
+        name = sorted(key for key in state if key.endswith("." + SIDE_SUFFIX))[0][: -len(SIDE_SUFFIX) - 1]
+        return {"alignment_module": side_module_suffix(name)}
+    return None
+
+
+def load_edited_model(path: str | Path, **from_pretrained_kwargs):
+    """The model in ``path`` as ``AutoModelForCausalLM.from_pretrained`` loads it, with any WISE side memory.
+
+    The one loader for edited checkpoints: a WISE folder gets its routed projections back (side memory and
+    router threshold from its weights; ``stage2_train_router`` from its manifest); any other folder or Hub
+    id is exactly ``from_pretrained``.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    state = wise_state_in(path)
+    if not state:
+        return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
+    from edit_grpo_trl.editors.wise import restore_wise
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the side-memory keys are "unused" by the plain model: expected here
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    train_router = False
+    if (Path(path) / MANIFEST_NAME).is_file():
+        train_router = bool(read_manifest(path).hyperparameters.get("stage2_train_router", False))
+    names = restore_wise(model, state, train_router=train_router)
+    logger.info("WISE checkpoint %s: side memory rebuilt at %s", path, ", ".join(names))
+    return model

@@ -1,4 +1,4 @@
-"""Editor names and classes: ``rome``, ``memit``, ``ft`` (FT-M; also ``ft-m``), ``alphaedit``."""
+"""Editor names and classes: ``rome``, ``memit``, ``ft`` (FT-M; also ``ft-m``), ``alphaedit``, ``wise``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ def _classes() -> dict[str, type]:
     from edit_grpo_trl.editors.ft import FTEditor
     from edit_grpo_trl.editors.memit import MemitEditor
     from edit_grpo_trl.editors.rome import RomeEditor
+    from edit_grpo_trl.editors.wise import WiseEditor
 
-    return {cls.name: cls for cls in (RomeEditor, MemitEditor, FTEditor, AlphaEditEditor)}
+    return {cls.name: cls for cls in (RomeEditor, MemitEditor, FTEditor, AlphaEditEditor, WiseEditor)}
 
 
 def editor_names() -> list[str]:

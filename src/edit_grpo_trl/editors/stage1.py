@@ -15,7 +15,7 @@ import torch
 
 from edit_grpo_trl.data.cases import EditCase, load_cases
 from edit_grpo_trl.editors.arch import EditorConfigError
-from edit_grpo_trl.editors.checkpoint import CheckpointError, EditManifest, save_edited
+from edit_grpo_trl.editors.checkpoint import CheckpointError, EditManifest, load_edited_model, save_edited
 from edit_grpo_trl.editors.presets import resolve_hparams
 from edit_grpo_trl.editors.registry import editor_class
 from edit_grpo_trl.editors.stats import load_key_statistics
@@ -77,7 +77,7 @@ def run_stage1(
     default; ``overrides`` replace single fields. ``mode``: ``sequential`` or ``batch`` (``batch_size`` cases per
     update, all when None). Returns the checkpoint folder, the hyperparameters' source and the edit record.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from edit_grpo_trl.loading import source_dtype
 
@@ -94,7 +94,9 @@ def run_stage1(
     _check_output(output_dir, model_path, overwrite)
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
+    model = load_edited_model(model_path, dtype=getattr(torch, dtype)).to(
+        device
+    )  # a WISE input keeps its side memory
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model.eval()
     edit = build_editor(
