@@ -1,4 +1,4 @@
-"""KnowEdit-style metrics (DESIGN section 7) as functions of a model's outputs.
+"""KnowEdit-style metrics (docs/design.md section 8) as functions of a model's outputs.
 
 * Teacher-forced (EasyEdit-compatible): one forward on ``prompt + " " + target``; the score is the share
   of target tokens whose argmax at the previous position equals the target token. Batched with left

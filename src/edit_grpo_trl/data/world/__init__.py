@@ -1,4 +1,4 @@
-"""The knowledge world: a synthetic world of facts and a small model pretrained on it (DESIGN section 8)."""
+"""The knowledge world: a synthetic world of facts and a small model pretrained on it (docs/design.md section 9)."""
 
 from edit_grpo_trl.data.world.model import (
     alias_recall,

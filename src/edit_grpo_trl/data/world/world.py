@@ -1,4 +1,4 @@
-"""The knowledge world: a synthetic set of facts whose every answer we know (DESIGN section 8).
+"""The knowledge world: a synthetic set of facts whose every answer we know (docs/design.md section 9).
 
 People with generated one-word names (some with a one-word alias) have a birth city, an employer, an
 instrument and a profession; every city lies in a country. Each relation has ten templates of different
