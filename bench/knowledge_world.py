@@ -150,6 +150,8 @@ def pipeline_command(pair: Pair, condition: Condition, run_dir: Path, options) -
     ]
     if options.max_steps is not None:
         command += ["--training.max_steps", str(options.max_steps)]
+    # The seeds of one condition share a W&B run group (used when the recipe or --extra names a project).
+    command += ["--wandb.group", f"{recipe_folder(options)}/{pair.editor}/{condition.name}"]
     return command + condition.overrides() + shlex.split(options.extra)
 
 
