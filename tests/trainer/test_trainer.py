@@ -154,6 +154,30 @@ def test_sequence_features_match_brute_force_gradients(tmp_path, tokenizer, agt_
     assert ((gram - brute).abs().max() / brute.abs().max()) < 1e-5
 
 
+def test_feature_pass_runs_the_same_number_of_forwards_whatever_its_rows(tmp_path, tokenizer, agt_dataset):
+    """ZeRO-3 gathers parameters in every forward: a process with fewer rows must not run fewer forwards."""
+    trainer = EditGRPOTrainer(
+        make_model(seed=2),
+        args=config(tmp_path, per_device_train_batch_size=2, steps_per_generation=8),
+        train_dataset=agt_dataset,
+        processing_class=tokenizer,
+    )
+    calls = []
+    handle = trainer.model.register_forward_hook(lambda *_: calls.append(1))
+    prompt_ids, prompt_mask = trainer._padded([[5, 6, 7]], side="left")
+    completion_ids, completion_mask = trainer._padded([[10, 11]], side="right")
+    x, d, _ = trainer._sequence_features(
+        prompt_ids, prompt_mask, completion_ids, completion_mask, num_chunks=3
+    )
+    assert len(calls) == 3 and x.size(0) == d.size(0) == 1
+    one_x, one_d, _ = trainer._sequence_features(
+        prompt_ids, prompt_mask, completion_ids, completion_mask, num_chunks=1
+    )
+    handle.remove()
+    torch.testing.assert_close(x, one_x)
+    torch.testing.assert_close(d, one_d)
+
+
 def test_target_direction_cosines_match_brute_force(tmp_path, tokenizer, agt_dataset):
     """cos(g_i, g_c) for a generation batch, with g_c = d log p(" " + new object | anchor prompt)."""
     trainer = EditGRPOTrainer(

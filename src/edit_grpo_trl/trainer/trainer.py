@@ -216,8 +216,9 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         """Inputs and output gradients of the alignment module for the completion log-likelihood of each row.
 
         Runs the same log-prob computation as TRL's loss (``_get_per_token_logps_and_entropies``), in
-        ``num_chunks`` near-equal chunks (default: chunks of ``per_device_train_batch_size`` rows). Every
-        process must run the same number of chunks: ZeRO-3's forward gathers parameters collectively.
+        exactly ``num_chunks`` near-equal chunks (default: chunks of ``per_device_train_batch_size`` rows).
+        Every process must run the same number of forwards, whatever its number of rows: ZeRO-3's forward
+        gathers parameters collectively. An empty chunk therefore runs one row and drops its result.
         """
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
@@ -225,23 +226,29 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         rows_total = input_ids.size(0)
         if num_chunks is None:
             num_chunks = math.ceil(rows_total / self.args.per_device_train_batch_size)
-        chunk = math.ceil(rows_total / max(1, num_chunks))
         inputs, grads = [], []
         with (
             torch.enable_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
         ):
-            for start in range(0, rows_total, chunk):
-                rows = slice(start, start + chunk)
+            for rows in torch.arange(rows_total).tensor_split(max(1, num_chunks)):
+                keep = rows.numel()
+                if not keep:  # nothing here: a placeholder forward keeps ZeRO-3's collectives in step
+                    rows = torch.zeros(1, dtype=torch.long)
+                rows = rows.to(input_ids.device)
                 with capture_module_features(self._alignment_module) as captured:
                     logps, _, _ = self._get_per_token_logps_and_entropies(
-                        self.model, input_ids[rows], attention_mask[rows], logits_to_keep, batch_size=chunk
+                        self.model,
+                        input_ids[rows],
+                        attention_mask[rows],
+                        logits_to_keep,
+                        batch_size=len(rows),
                     )
                 total = (logps.float() * completion_mask[rows]).sum()
                 (output_grad,) = output_gradients(total, captured)
                 (layer_input,) = captured.inputs
-                inputs.append(layer_input)
-                grads.append(output_grad)
+                inputs.append(layer_input[:keep])
+                grads.append(output_grad[:keep])
         layer_inputs, output_grads = mask_features(torch.cat(inputs), torch.cat(grads), attention_mask)
         return layer_inputs, output_grads, attention_mask
 
@@ -274,14 +281,29 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         return ids, mask
 
     def _local_alignment_cosines(self, inputs, output: dict[str, Any], case_codes: dict) -> torch.Tensor:
-        """cos(g_i, g_c) for this process's rows (0 for anchor and locality rows)."""
+        """cos(g_i, g_c) for this process's rows (0 for anchor and locality rows).
+
+        The feature pass runs on the rows that need it only: the generalization samples, plus the anchor
+        samples when they define g_c (``anchor_direction="anchor_samples"``). Locality rows get no term.
+        """
         device = self.accelerator.device
-        local_roles = torch.tensor([Role.parse(row["role"]) for row in inputs], device=device)
-        local_groups = torch.tensor([case_codes[row["case_id"]] for row in inputs], device=device)
-        prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        all_roles = torch.tensor([Role.parse(row["role"]) for row in inputs], device=device)
+        needed = all_roles == Role.GENERALIZATION
+        if self.args.anchor_direction != "target":
+            needed |= all_roles == Role.ANCHOR
+        selected = needed.nonzero().flatten()
+        if (
+            not selected.numel()
+        ):  # no such row here: one row keeps the feature pass's shapes (its result is unused)
+            selected = torch.zeros(1, dtype=torch.long, device=device)
+        local_roles = all_roles[selected]
+        local_groups = torch.tensor([case_codes[row["case_id"]] for row in inputs], device=device)[selected]
+        prompt_ids, prompt_mask = output["prompt_ids"][selected], output["prompt_mask"][selected]
+        completion_ids = output["completion_ids"][selected]
+        completion_mask = output["completion_mask"][selected]
         num_samples = prompt_ids.size(0)
-        num_chunks = math.ceil(num_samples / self.args.per_device_train_batch_size)
+        # The chunk count follows the whole local batch, which is the same size on every process.
+        num_chunks = math.ceil(len(inputs) / self.args.per_device_train_batch_size)
         if self.args.anchor_direction == "target":
             # The teacher-forced anchor sequences ride in the same feature pass as the samples (one forward
             # and backward instead of two). Every process computes the directions of every case in the
@@ -307,7 +329,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
             )
         generalization = local_roles == Role.GENERALIZATION
         cosines = torch.zeros(len(inputs), dtype=torch.float32, device=device)
-        cosines[generalization] = alignment_cosines(
+        cosines[selected[generalization]] = alignment_cosines(
             sample_x[generalization],
             sample_d[generalization],
             local_groups[generalization],
