@@ -1,7 +1,7 @@
 """edit-grpo-trl: refine knowledge-edited language models with Edit-GRPO on Hugging Face TRL.
 
-The pipeline reads top to bottom: ``data`` (edit cases, the knowledge world, the AGT dataset) ->
-``editors`` (stage 1: ROME, MEMIT, FT-M, AlphaEdit) -> ``trainer`` (stage 2: EditGRPOTrainer with AGT
+The pipeline reads top to bottom: ``data`` (edit cases, the AGT dataset) and ``world`` (the synthetic
+knowledge world, a test bed) -> ``editors`` (stage 1: ROME, MEMIT, FT-M, AlphaEdit) -> ``trainer`` (stage 2: EditGRPOTrainer with AGT
 rewards and PGAA advantages) -> ``evaluation`` (KnowEdit-style metrics and reports).
 
 Heavy modules (trl, transformers) load on first use, so ``import edit_grpo_trl`` stays cheap.

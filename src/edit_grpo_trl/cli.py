@@ -118,7 +118,7 @@ def _run_data_summary(options) -> int:
 
 
 def _run_world(options) -> int:
-    from edit_grpo_trl.data.world import ensure_world_model
+    from edit_grpo_trl.world import ensure_world_model
 
     print(ensure_world_model(options.size, seed=options.seed, device=options.device))
     return 0

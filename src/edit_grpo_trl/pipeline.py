@@ -149,7 +149,7 @@ def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
     from edit_grpo_trl.data.formats import WORLD_PREFIX, parse_world_spec
 
     if name_or_path.startswith(WORLD_PREFIX):
-        from edit_grpo_trl.data.world import ensure_world_model
+        from edit_grpo_trl.world import ensure_world_model
 
         spec = parse_world_spec(name_or_path)
         if spec.folder is not None:
