@@ -98,7 +98,7 @@ def test_baseline_trainers_train_the_edited_model(tmp_path, tiny_world, method):
     trainer = build_trainer(recipe, args, model, tokenizer, dataset)
     from trl import GRPOTrainer, SFTTrainer
 
-    from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
+    from edit_grpo_trl.stage2.trainer import EditGRPOTrainer
 
     expected = {"grpo": GRPOTrainer, "sft": SFTTrainer}[method]
     assert isinstance(trainer, expected) and not isinstance(trainer, EditGRPOTrainer)

@@ -92,7 +92,7 @@ def _check_editor(recipe: PipelineRecipe, config, model_path: str, result: Prefl
 
 def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result: Preflight) -> None:
     """The stage-2 config as training will build it, the alignment module, and the case-batch shape."""
-    from edit_grpo_trl.trainer.layer_features import resolve_alignment_module
+    from edit_grpo_trl.stage2.layer_features import resolve_alignment_module
     from edit_grpo_trl.training import build_training_config
 
     overrides: dict[str, Any] = {}
@@ -220,7 +220,7 @@ def _check_data(recipe: PipelineRecipe, cases: list, tokenizer, result: Prefligh
 
 def _check_model_settings(recipe, config, model_path: str, layout, done, result: Preflight) -> None:
     """Everything checked against the model's config: editor, stage-2 config, alignment module, LoRA."""
-    from edit_grpo_trl.trainer.layer_features import count_decoder_layers
+    from edit_grpo_trl.stage2.layer_features import count_decoder_layers
 
     meta_model = _meta_model(config)
     result.num_layers = count_decoder_layers(meta_model)

@@ -2,7 +2,7 @@
 
 A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
 :mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
-:class:`~edit_grpo_trl.trainer.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
+:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
 ``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.baselines`) and
 ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
@@ -248,7 +248,7 @@ def _nearest(key: str, valid) -> str:
 
 
 def training_fields() -> set[str]:
-    from edit_grpo_trl.trainer.config import EditGRPOConfig
+    from edit_grpo_trl.stage2.config import EditGRPOConfig
 
     return {f.name for f in dataclasses.fields(EditGRPOConfig) if f.init}
 
