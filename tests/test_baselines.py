@@ -70,7 +70,7 @@ def test_baseline_trainers_train_the_edited_model(tmp_path, tiny_world, method):
     import torch
 
     from edit_grpo_trl.data.agt import AGTDataConfig, agt_features, build_agt_records
-    from edit_grpo_trl.training import build_trainer, build_training_config
+    from edit_grpo_trl.stage2.training import build_trainer, build_training_config
 
     recipe = load_recipe(
         "recipes/world-tiny/rome.yaml",

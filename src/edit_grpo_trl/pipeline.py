@@ -197,7 +197,7 @@ class Pipeline:
         self.force = set(force or ())
         self.layout = RunLayout(Path(recipe.output_dir))
         if not self._done("train"):
-            from edit_grpo_trl.training import require_vllm
+            from edit_grpo_trl.stage2.training import require_vllm
 
             require_vllm(recipe.training)  # now, not after stage 1 and two evaluations
         self.processes = Processes(
@@ -507,7 +507,7 @@ class Pipeline:
         return pooled.cases, report
 
     def stage_train(self) -> dict[str, Any]:
-        from edit_grpo_trl.training import run_training
+        from edit_grpo_trl.stage2.training import run_training
 
         if "train" in self.force:
             self.processes.on_main("clearing stage2/", self._clear_training)
