@@ -3,8 +3,8 @@
 A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
 :mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
 :class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
-``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.baselines`) and
-``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
+``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``:
+:mod:`edit_grpo_trl.stage2.baselines`) and ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
 the key, where it was found, and the nearest valid key; a value out of its range is an error that names the
 key and the range, raised when the recipe is read, before any stage runs.
@@ -292,7 +292,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Pipeline
     _check_keys(
         f"{source}: section 'training' (EditGRPOConfig)", training, training_fields() - {"output_dir"}
     )
-    from edit_grpo_trl.baselines import REFINEMENT_METHODS
+    from edit_grpo_trl.stage2.baselines import REFINEMENT_METHODS
 
     refinement = data.get("refinement", "edit_grpo")
     if refinement not in REFINEMENT_METHODS:

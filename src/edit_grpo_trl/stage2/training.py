@@ -163,7 +163,7 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
         )
     import datasets
 
-    from edit_grpo_trl import baselines
+    from edit_grpo_trl.stage2 import baselines
 
     settings = training_settings(recipe)  # the same settings EditGRPOConfig got, less PGAA's own
     if recipe.refinement == "grpo":

@@ -2,8 +2,8 @@
 
 import pytest
 
-from edit_grpo_trl.baselines import grpo_settings, sft_rows, sft_settings
 from edit_grpo_trl.recipe import RecipeError, load_recipe
+from edit_grpo_trl.stage2.baselines import grpo_settings, sft_rows, sft_settings
 
 SETTINGS = {
     "alignment_coef": 0.2,
