@@ -158,7 +158,8 @@ def _run_eval(options, overrides: list[str]) -> int:
 def _run_pipeline(options, overrides: list[str]) -> int:
     import torch
 
-    from edit_grpo_trl.pipeline import MainProcessStageError, run_pipeline
+    from edit_grpo_trl.distributed import MainProcessStageError
+    from edit_grpo_trl.pipeline import run_pipeline
 
     recipe = load_recipe(options.config, overrides)
     if options.output_dir:
