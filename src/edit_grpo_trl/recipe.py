@@ -2,9 +2,10 @@
 
 A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
 :mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
-:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
-``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``:
-:mod:`edit_grpo_trl.stage2.baselines`) and ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
+:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation`` (an
+:class:`~edit_grpo_trl.evaluation.config.EvalConfig`), ``lora`` and ``wandb``, plus ``refinement``
+(``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.stage2.baselines`) and
+``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
 the key, where it was found, and the nearest valid key; a value out of its range is an error that names the
 key and the range, raised when the recipe is read, before any stage runs.
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from edit_grpo_trl.data.train_prompts import TrainPromptsConfig
+from edit_grpo_trl.evaluation.config import EvalConfig
 
 
 class RecipeError(ValueError):
@@ -161,21 +163,6 @@ class EditorSettings:
 
 
 @dataclass
-class EvaluationSettings:
-    """KnowEdit-style evaluation before and after each stage."""
-
-    batch_size: int = 32
-    max_new_tokens: int = 50
-    teacher_forced: bool = True
-    generation: bool = True
-    fluency: bool = True
-
-    def __post_init__(self) -> None:
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("max_new_tokens", self.max_new_tokens, 1)
-
-
-@dataclass
 class LoraSettings:
     """PEFT LoRA refinement instead of full fine-tuning: one switch, ``enabled: true``."""
 
@@ -217,7 +204,7 @@ class PipelineRecipe:
     data: DataSettings = field(default_factory=DataSettings)
     editor: EditorSettings = field(default_factory=EditorSettings)
     training: dict[str, Any] = field(default_factory=dict)
-    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
     # Stage-2 method: edit_grpo (the product), or a baseline: grpo (TRL's own advantages), sft.
@@ -235,7 +222,7 @@ SECTIONS = {
     "model": ModelSettings,
     "data": DataSettings,
     "editor": EditorSettings,
-    "evaluation": EvaluationSettings,
+    "evaluation": EvalConfig,
     "lora": LoraSettings,
     "wandb": WandbSettings,
 }
