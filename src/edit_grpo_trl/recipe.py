@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.train_prompts import TrainPromptsConfig
 from edit_grpo_trl.evaluation.config import EvalConfig
 
@@ -110,7 +111,7 @@ class DataSettings:
     num_cases: int | None = None
     seed: int = 0  # for the AGT dataset's choice of prompts
     skip_invalid: bool = False
-    num_generalization: int = 3
+    num_generalization: int = AGTDataConfig.num_generalization  # training paraphrases per case
     num_locality: int = 1
     prompt_style: str = "plain"  # plain | chat
     locality_answers: str = "model"  # model | dataset
