@@ -158,7 +158,7 @@ def pipeline_command(pair: Pair, condition: Condition, run_dir: Path, options) -
 def write_cases(pair: Pair, folder: Path, num_cases: int) -> Path:
     """This pair's edit cases: drawn from the world with the pair's seed."""
     from edit_grpo_trl.data.cases import save_cases
-    from edit_grpo_trl.data.world import KnowledgeWorld
+    from edit_grpo_trl.world import KnowledgeWorld
 
     path = folder / "cases.input.jsonl"
     if not path.is_file():
@@ -278,7 +278,7 @@ def read_rows(path: Path) -> list[dict]:
 def command_run(options) -> int:
     import logging
 
-    from edit_grpo_trl.data.world import ensure_world_model
+    from edit_grpo_trl.world import ensure_world_model
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workload import SIZES, make_agt_dataset, make_model, make_tokenizer, parameter_count  # noqa: E402
 
 from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer  # noqa: E402
-from edit_grpo_trl.trainer.rewards import resolve_reward_functions  # noqa: E402
+from edit_grpo_trl.stage2.rewards import resolve_reward_functions  # noqa: E402
 
 
 class StepTimer(TrainerCallback):

@@ -25,11 +25,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from edit_grpo_trl.answers import exact_match
 from edit_grpo_trl.data.cases import EditCase, ProbeKind
-from edit_grpo_trl.data.world import KnowledgeWorld, ensure_world_model
 from edit_grpo_trl.editors.presets import resolve_hparams
 from edit_grpo_trl.editors.stage1 import build_editor
 from edit_grpo_trl.editors.tokens import encode, pad_id, pad_right, target_ids
 from edit_grpo_trl.generation import greedy_generate
+from edit_grpo_trl.world import KnowledgeWorld, ensure_world_model
 
 MODES = {
     "rome": "sequential",

@@ -22,7 +22,7 @@ class TinyWorld:
 def tiny_world() -> TinyWorld:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edit_grpo_trl.data.world import KnowledgeWorld, ensure_world_model
+    from edit_grpo_trl.world import KnowledgeWorld, ensure_world_model
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     path = ensure_world_model("tiny", seed=0)

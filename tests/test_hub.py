@@ -9,7 +9,7 @@ import pytest
 from edit_grpo_trl.data.cases import EditCase
 from edit_grpo_trl.hub import HubTarget, complete_refined_folder, hub_target, model_card, push_refined
 from edit_grpo_trl.recipe import RecipeError, load_recipe
-from edit_grpo_trl.training import training_settings
+from edit_grpo_trl.stage2.training import training_settings
 
 
 class LocalHub:

@@ -6,7 +6,7 @@ import torch
 from edit_grpo_trl.loading import ALL_LINEAR, load_causal_lm, lora_config, model_init_kwargs
 from edit_grpo_trl.recipe import RecipeError, load_recipe
 
-from .trainer.conftest import make_model, make_tokenizer
+from .stage2.conftest import make_model, make_tokenizer
 
 
 @pytest.fixture

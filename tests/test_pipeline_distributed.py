@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edit_grpo_trl.pipeline import STAGES, whole_model_loading
+from edit_grpo_trl.distributed import whole_model_loading
+from edit_grpo_trl.pipeline import STAGES
 
 from .torchrun import torchrun
 

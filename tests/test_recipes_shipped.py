@@ -8,7 +8,7 @@ from transformers import AutoConfig
 
 from edit_grpo_trl.editors.presets import load_hparams_file, preset_dir
 from edit_grpo_trl.recipe import load_recipe
-from edit_grpo_trl.trainer.layer_features import count_decoder_layers
+from edit_grpo_trl.stage2.layer_features import count_decoder_layers
 
 ROOT = Path(__file__).parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*/*.yaml"))

@@ -1,8 +1,9 @@
 """edit-grpo-trl: refine knowledge-edited language models with Edit-GRPO on Hugging Face TRL.
 
-The pipeline reads top to bottom: ``data`` (edit cases, the knowledge world, the AGT dataset) ->
-``editors`` (stage 1: ROME, MEMIT, FT-M, AlphaEdit) -> ``trainer`` (stage 2: EditGRPOTrainer with AGT
-rewards and PGAA advantages) -> ``evaluation`` (KnowEdit-style metrics and reports).
+The pipeline reads top to bottom: ``data`` (edit cases, the AGT dataset) and ``world`` (the synthetic
+knowledge world, a test bed) -> ``editors`` (stage 1: ROME, MEMIT, FT-M, AlphaEdit) -> ``stage2``
+(EditGRPOTrainer with AGT rewards and PGAA advantages, the baselines) -> ``evaluation`` (KnowEdit-style
+metrics and reports).
 
 Heavy modules (trl, transformers) load on first use, so ``import edit_grpo_trl`` stays cheap.
 """
@@ -12,8 +13,8 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "EditGRPOTrainer": "edit_grpo_trl.trainer.trainer",
-    "EditGRPOConfig": "edit_grpo_trl.trainer.config",
+    "EditGRPOTrainer": "edit_grpo_trl.stage2.trainer",
+    "EditGRPOConfig": "edit_grpo_trl.stage2.config",
     "EditCase": "edit_grpo_trl.data.cases",
     "Probe": "edit_grpo_trl.data.cases",
     "ProbeKind": "edit_grpo_trl.data.cases",

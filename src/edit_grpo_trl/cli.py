@@ -118,7 +118,7 @@ def _run_data_summary(options) -> int:
 
 
 def _run_world(options) -> int:
-    from edit_grpo_trl.data.world import ensure_world_model
+    from edit_grpo_trl.world import ensure_world_model
 
     print(ensure_world_model(options.size, seed=options.seed, device=options.device))
     return 0
@@ -158,7 +158,8 @@ def _run_eval(options, overrides: list[str]) -> int:
 def _run_pipeline(options, overrides: list[str]) -> int:
     import torch
 
-    from edit_grpo_trl.pipeline import MainProcessStageError, run_pipeline
+    from edit_grpo_trl.distributed import MainProcessStageError
+    from edit_grpo_trl.pipeline import run_pipeline
 
     recipe = load_recipe(options.config, overrides)
     if options.output_dir:

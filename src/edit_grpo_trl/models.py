@@ -83,7 +83,7 @@ def packaged_model(name: str) -> PackagedModel:
 
 def default_models_dir() -> Path:
     """``<project cache>/models``: the same root ($EDIT_GRPO_CACHE or ~/.cache/edit_grpo_trl) as the worlds."""
-    from edit_grpo_trl.data.world import default_cache_dir
+    from edit_grpo_trl.world import default_cache_dir
 
     return default_cache_dir().parent / "models"
 

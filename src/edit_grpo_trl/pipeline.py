@@ -9,128 +9,36 @@ and the run folder may never be the source model's folder.
 
 Under a multi-process launch (``accelerate launch`` or ``torchrun``) every process runs the pipeline, but
 only the ``train`` stage runs on all of them. The other stages (cases, stage-1 edit, the three evaluations,
-AGT data, report) run once, on the main process, while the others wait for it; markers, files and the
-W&B run come from the main process only. The run folder must be on a file system every process can read.
+AGT data, report) run once, on the main process, while the others wait for it
+(:mod:`edit_grpo_trl.distributed`); markers, files and the W&B run come from the main process only. The
+run folder must be on a file system every process can read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
+from edit_grpo_trl.distributed import (  # noqa: F401  (MainProcessStageError: also importable from here)
+    MainProcessStageError,
+    Processes,
+    whole_model_loading,
+)
 from edit_grpo_trl.recipe import PipelineRecipe, RecipeError
 from edit_grpo_trl.stages import EVERY_PROCESS_STAGES, STAGES, RunLayout
 
 logger = logging.getLogger(__name__)
 
-# How long the other processes wait for one main-process stage (stage 1 of an 8B model with MEMIT's key
-# statistics can take hours). Seconds; overridable through this environment variable.
-STAGE_TIMEOUT_ENV = "EDIT_GRPO_STAGE_TIMEOUT"
-DEFAULT_STAGE_TIMEOUT_S = 24 * 3600
 WANDB_RUN_FILE = "wandb_run.json"
-
-T = TypeVar("T")
-
-
-class MainProcessStageError(RuntimeError):
-    """Raised on the other processes when a step that runs on the main process only failed there."""
-
-
-@dataclass(frozen=True)
-class _Failure:
-    what: str
-    message: str
-
-
-class Processes:
-    """The processes of one launch, and how work that runs on the main process only is shared out.
-
-    One process (no ``WORLD_SIZE`` > 1 in the environment): everything runs here, nothing is set up.
-    Several: accelerate's ``PartialState`` sets up the process group (with the recipe's ``ddp_timeout``, as
-    the trainer would have), and the waits for the main process go through a separate gloo group with a
-    long timeout. The training group's own timeout (30 minutes by default; NCCL's watchdog kills a rank
-    stuck in a collective past it) is far shorter than stage 1 of a large model can take, and a CPU-side
-    wait holds no GPU collective open.
-    """
-
-    def __init__(self, ddp_timeout_s: float = 1800.0, cpu: bool = False) -> None:
-        self.rank, self.num_processes = 0, 1
-        self.group = None
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not torch.distributed.is_initialized():
-            return
-        from accelerate import PartialState
-
-        # cpu as the trainer will ask for it: accelerate sets up a CPU (gloo) launch only when told to.
-        state = PartialState(cpu=cpu, timeout=timedelta(seconds=ddp_timeout_s))
-        self.rank, self.num_processes = state.process_index, state.num_processes
-        if self.num_processes > 1:
-            wait = float(os.environ.get(STAGE_TIMEOUT_ENV, DEFAULT_STAGE_TIMEOUT_S))
-            self.group = torch.distributed.new_group(backend="gloo", timeout=timedelta(seconds=wait))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def on_main(self, what: str, body: Callable[[], T]) -> T:
-        """Run ``body`` on the main process; every process returns its result, or raises if it failed.
-
-        The other processes block until the main one is done, so this is also a barrier.
-        """
-        if self.group is None:
-            return body()
-        if not self.is_main:
-            logger.debug("process %d: waiting for the main process: %s", self.rank, what)
-            outcome = self._share(None)
-            if isinstance(outcome, _Failure):
-                raise MainProcessStageError(f"{outcome.what} failed on the main process: {outcome.message}")
-            return outcome
-        try:
-            result = body()
-        except BaseException as error:
-            # Tell the waiting processes before raising, so that they stop too instead of timing out.
-            self._share(_Failure(what, f"{type(error).__name__}: {error}"))
-            raise
-        return self._share(result)
-
-    def _share(self, value: Any) -> Any:
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0, group=self.group)
-        return box[0]
-
-
-@contextlib.contextmanager
-def whole_model_loading() -> Iterator[None]:
-    """Load models whole inside the block, even after a ZeRO-3 trainer ran in this process.
-
-    TrainingArguments registers DeepSpeed's config globally, and transformers then partitions every model
-    it loads (``deepspeed.zero.Init``), a collective. A main-process-only stage that loads a model after
-    training (the post-refinement evaluation) would wait forever for processes that are not loading.
-    """
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    reference = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
-    config = reference() if reference is not None else None
-    if config is None:
-        yield
-        return
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed.set_hf_deepspeed_config(config)
 
 
 def _release_memory() -> None:
@@ -149,7 +57,7 @@ def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
     from edit_grpo_trl.data.formats import WORLD_PREFIX, parse_world_spec
 
     if name_or_path.startswith(WORLD_PREFIX):
-        from edit_grpo_trl.data.world import ensure_world_model
+        from edit_grpo_trl.world import ensure_world_model
 
         spec = parse_world_spec(name_or_path)
         if spec.folder is not None:
@@ -197,7 +105,7 @@ class Pipeline:
         self.force = set(force or ())
         self.layout = RunLayout(Path(recipe.output_dir))
         if not self._done("train"):
-            from edit_grpo_trl.training import require_vllm
+            from edit_grpo_trl.stage2.training import require_vllm
 
             require_vllm(recipe.training)  # now, not after stage 1 and two evaluations
         self.processes = Processes(
@@ -507,7 +415,7 @@ class Pipeline:
         return pooled.cases, report
 
     def stage_train(self) -> dict[str, Any]:
-        from edit_grpo_trl.training import run_training
+        from edit_grpo_trl.stage2.training import run_training
 
         if "train" in self.force:
             self.processes.on_main("clearing stage2/", self._clear_training)

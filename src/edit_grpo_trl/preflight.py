@@ -92,8 +92,8 @@ def _check_editor(recipe: PipelineRecipe, config, model_path: str, result: Prefl
 
 def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result: Preflight) -> None:
     """The stage-2 config as training will build it, the alignment module, and the case-batch shape."""
-    from edit_grpo_trl.trainer.layer_features import resolve_alignment_module
-    from edit_grpo_trl.training import build_training_config
+    from edit_grpo_trl.stage2.layer_features import resolve_alignment_module
+    from edit_grpo_trl.stage2.training import build_training_config
 
     overrides: dict[str, Any] = {}
     if recipe.training.get("alignment_layer") is None and result.edited_layers:
@@ -220,14 +220,14 @@ def _check_data(recipe: PipelineRecipe, cases: list, tokenizer, result: Prefligh
 
 def _check_model_settings(recipe, config, model_path: str, layout, done, result: Preflight) -> None:
     """Everything checked against the model's config: editor, stage-2 config, alignment module, LoRA."""
-    from edit_grpo_trl.trainer.layer_features import count_decoder_layers
+    from edit_grpo_trl.stage2.layer_features import count_decoder_layers
 
     meta_model = _meta_model(config)
     result.num_layers = count_decoder_layers(meta_model)
     if recipe.editor.name in ("none", "external") or not done("edit"):
         _check_editor(recipe, config, model_path, result)
     else:  # stage 1 ran: training takes the layer its manifest records
-        from edit_grpo_trl.training import edited_layer
+        from edit_grpo_trl.stage2.training import edited_layer
 
         layer = edited_layer(str(layout.edited_model))
         result.edited_layers = [layer] if layer is not None else []

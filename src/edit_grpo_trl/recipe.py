@@ -2,8 +2,9 @@
 
 A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
 :mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
-:class:`~edit_grpo_trl.trainer.config.EditGRPOConfig`), ``evaluation``, ``lora`` and ``wandb``, plus
-``refinement`` (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.baselines`) and
+:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation`` (an
+:class:`~edit_grpo_trl.evaluation.config.EvalConfig`), ``lora`` and ``wandb``, plus ``refinement``
+(``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.stage2.baselines`) and
 ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
 the key, where it was found, and the nearest valid key; a value out of its range is an error that names the
@@ -22,7 +23,9 @@ from typing import Any
 
 import yaml
 
+from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.train_prompts import TrainPromptsConfig
+from edit_grpo_trl.evaluation.config import EvalConfig
 
 
 class RecipeError(ValueError):
@@ -108,7 +111,7 @@ class DataSettings:
     num_cases: int | None = None
     seed: int = 0  # for the AGT dataset's choice of prompts
     skip_invalid: bool = False
-    num_generalization: int = 3
+    num_generalization: int = AGTDataConfig.num_generalization  # training paraphrases per case
     num_locality: int = 1
     prompt_style: str = "plain"  # plain | chat
     locality_answers: str = "model"  # model | dataset
@@ -161,21 +164,6 @@ class EditorSettings:
 
 
 @dataclass
-class EvaluationSettings:
-    """KnowEdit-style evaluation before and after each stage."""
-
-    batch_size: int = 32
-    max_new_tokens: int = 50
-    teacher_forced: bool = True
-    generation: bool = True
-    fluency: bool = True
-
-    def __post_init__(self) -> None:
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("max_new_tokens", self.max_new_tokens, 1)
-
-
-@dataclass
 class LoraSettings:
     """PEFT LoRA refinement instead of full fine-tuning: one switch, ``enabled: true``."""
 
@@ -217,7 +205,7 @@ class PipelineRecipe:
     data: DataSettings = field(default_factory=DataSettings)
     editor: EditorSettings = field(default_factory=EditorSettings)
     training: dict[str, Any] = field(default_factory=dict)
-    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
     # Stage-2 method: edit_grpo (the product), or a baseline: grpo (TRL's own advantages), sft.
@@ -235,7 +223,7 @@ SECTIONS = {
     "model": ModelSettings,
     "data": DataSettings,
     "editor": EditorSettings,
-    "evaluation": EvaluationSettings,
+    "evaluation": EvalConfig,
     "lora": LoraSettings,
     "wandb": WandbSettings,
 }
@@ -248,7 +236,7 @@ def _nearest(key: str, valid) -> str:
 
 
 def training_fields() -> set[str]:
-    from edit_grpo_trl.trainer.config import EditGRPOConfig
+    from edit_grpo_trl.stage2.config import EditGRPOConfig
 
     return {f.name for f in dataclasses.fields(EditGRPOConfig) if f.init}
 
@@ -292,7 +280,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Pipeline
     _check_keys(
         f"{source}: section 'training' (EditGRPOConfig)", training, training_fields() - {"output_dir"}
     )
-    from edit_grpo_trl.baselines import REFINEMENT_METHODS
+    from edit_grpo_trl.stage2.baselines import REFINEMENT_METHODS
 
     refinement = data.get("refinement", "edit_grpo")
     if refinement not in REFINEMENT_METHODS:

@@ -20,8 +20,8 @@ from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
 from edit_grpo_trl.data.formats import load_edit_cases
 from edit_grpo_trl.data.pools import FieldPromptSource, TemplatePromptSource, build_training_pools
 from edit_grpo_trl.generation import greedy_generate
-from edit_grpo_trl.trainer.rewards import anchor_accuracy, old_object_penalty
-from edit_grpo_trl.trainer.sampler import cases_per_generation_batch
+from edit_grpo_trl.stage2.rewards import anchor_accuracy, old_object_penalty
+from edit_grpo_trl.stage2.sampler import cases_per_generation_batch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TEMPLATES = ["{subject}, in short:", "Regarding {subject}, the answer is", "About {subject}:"]

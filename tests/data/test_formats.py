@@ -199,7 +199,7 @@ def test_unknown_sources_are_refused(tmp_path):
 
 
 def test_world_names_delegate_to_the_knowledge_world():
-    world = pytest.importorskip("edit_grpo_trl.data.world")
+    world = pytest.importorskip("edit_grpo_trl.world")
     if not hasattr(world, "KnowledgeWorld"):
         pytest.skip("the knowledge world is not built yet")
     loaded = load_edit_cases("world:tiny", limit=3)

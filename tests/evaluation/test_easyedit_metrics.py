@@ -24,7 +24,7 @@ from edit_grpo_trl.evaluation.report import headline_table, report_markdown
 from edit_grpo_trl.evaluation.run import easyedit_results, easyedit_summary
 from edit_grpo_trl.generation import greedy_token_ids
 
-from ..trainer.conftest import make_model, make_tokenizer
+from ..stage2.conftest import make_model, make_tokenizer
 
 
 def test_locality_is_averaged_per_key_then_over_keys_then_over_cases():

@@ -15,7 +15,7 @@ from edit_grpo_trl.evaluation.metrics import (
     teacher_forced_predictions,
 )
 
-from ..trainer.conftest import make_model, make_tokenizer
+from ..stage2.conftest import make_model, make_tokenizer
 
 
 def unbatched_accuracy(model, tokenizer, prompt, target):

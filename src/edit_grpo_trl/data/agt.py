@@ -37,85 +37,22 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 
 from edit_grpo_trl.answers import extract_answer, normalize_answer
+from edit_grpo_trl.data.agt_config import (
+    DEFAULT_CHAT_INSTRUCTION,
+    PROMPT_PLACEHOLDER,
+    AGTDataConfig,
+    PromptStyle,
+)
 from edit_grpo_trl.data.cases import EVALUATION_KINDS, EditCase, Probe, ProbeKind
 from edit_grpo_trl.generation import greedy_generate
 from edit_grpo_trl.roles import ANCHOR, GENERALIZATION, LOCALITY, ROLES
 
 logger = logging.getLogger(__name__)
-
-PROMPT_PLACEHOLDER = "{prompt}"
-DEFAULT_CHAT_INSTRUCTION = (
-    "Complete the statement or answer the question.\n\n{prompt}\n\n"
-    r"Give only the answer, as your final answer inside \boxed{}."
-)
-
-PromptStyle = Literal["plain", "chat"]
-
-
-@dataclass
-class AGTDataConfig:
-    """How cases become AGT rows. ``rows_per_case`` = 1 + ``num_generalization`` + ``num_locality``."""
-
-    num_generalization: int = 4
-    num_locality: int = 1
-    prompt_style: PromptStyle = "plain"
-    locality_answers: Literal["model", "dataset"] = "model"
-    # How rewards match answers: "exact" (normalized) or "contains" (whole words, for freely phrased answers).
-    answer_match: Literal["exact", "contains"] = "exact"
-    seed: int = 0
-    # A case without training prompts (or without locality probes while num_locality > 0).
-    on_missing: Literal["error", "skip"] = "error"
-    # Chat style: the user message; "{prompt}" is replaced by the case's prompt.
-    chat_instruction: str = DEFAULT_CHAT_INSTRUCTION
-    # Passed to apply_chat_template when decoding locality answers; give TRL the same ones
-    # (GRPOConfig.chat_template_kwargs), so the pre-edit answers come from the prompts training shows.
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Greedy decoding of pre-edit locality answers (None: 50 tokens for plain prompts, 256 for chat).
-    locality_max_new_tokens: int | None = None
-    locality_batch_size: int = 64
-    # Training locality prompts kept for the dense locality loss (0: no pool).
-    locality_pool_size: int = 256
-
-    def __post_init__(self) -> None:
-        if self.num_generalization < 0:
-            raise ValueError(f"num_generalization must be >= 0, got {self.num_generalization}")
-        if self.num_locality < 0:
-            raise ValueError(f"num_locality must be >= 0, got {self.num_locality}")
-        if self.prompt_style not in ("plain", "chat"):
-            raise ValueError(f"prompt_style must be 'plain' or 'chat', got {self.prompt_style!r}")
-        if self.locality_answers not in ("model", "dataset"):
-            raise ValueError(f"locality_answers must be 'model' or 'dataset', got {self.locality_answers!r}")
-        if self.answer_match not in ("exact", "contains"):
-            raise ValueError(f"answer_match must be 'exact' or 'contains', got {self.answer_match!r}")
-        if self.on_missing not in ("error", "skip"):
-            raise ValueError(f"on_missing must be 'error' or 'skip', got {self.on_missing!r}")
-        if PROMPT_PLACEHOLDER not in self.chat_instruction:
-            raise ValueError(
-                f"chat_instruction must contain {PROMPT_PLACEHOLDER!r}: {self.chat_instruction!r}"
-            )
-        if self.locality_max_new_tokens is not None and self.locality_max_new_tokens < 1:
-            raise ValueError(f"locality_max_new_tokens must be >= 1, got {self.locality_max_new_tokens}")
-        if self.locality_pool_size < 0:
-            raise ValueError(f"locality_pool_size must be >= 0, got {self.locality_pool_size}")
-
-    @property
-    def rows_per_case(self) -> int:
-        return 1 + self.num_generalization + self.num_locality
-
-    @property
-    def answer_style(self) -> str:
-        return "boxed" if self.prompt_style == "chat" else "plain"
-
-    @property
-    def max_new_tokens(self) -> int:
-        if self.locality_max_new_tokens is not None:
-            return self.locality_max_new_tokens
-        return 256 if self.prompt_style == "chat" else 50
 
 
 def chat_messages(prompt: str, instruction: str = DEFAULT_CHAT_INSTRUCTION) -> list[dict[str, str]]:

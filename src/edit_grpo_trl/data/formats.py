@@ -451,7 +451,7 @@ def parse_world_spec(spec: str) -> WorldSpec:
 
 def _load_world(spec: str, limit: int | None) -> LoadedCases:
     """``world:<size>[:<seed>]`` or ``world:<model dir>``: edit cases of the generated knowledge world."""
-    from edit_grpo_trl.data import world as world_module  # lazy: the world pulls in its own machinery
+    from edit_grpo_trl import world as world_module  # lazy: the world pulls in its own machinery
 
     parsed = parse_world_spec(spec)
     seed = parsed.seed

@@ -133,7 +133,7 @@ def corpus_texts(spec: CorpusSpec, model_dir: str | Path | None = None) -> Itera
     elif spec.kind == "hub":
         yield from _hub_texts(spec)
     elif spec.kind == "world":
-        from edit_grpo_trl.data.world import KnowledgeWorld
+        from edit_grpo_trl.world import KnowledgeWorld
 
         if model_dir is None or not (Path(model_dir) / "world.json").is_file():
             raise CorpusError(

@@ -36,6 +36,7 @@ from typing import Any
 
 from edit_grpo_trl.answers import contains_match, exact_match, extract_plain
 from edit_grpo_trl.data.cases import EditCase, ProbeKind
+from edit_grpo_trl.evaluation.config import EvalConfig
 from edit_grpo_trl.evaluation.metrics import (
     _target_tokens,
     locality_agreement,
@@ -49,20 +50,6 @@ FAMILIES = ("reliability", "generalization", "portability", "locality")
 FLIPS = ("own_new_object", "other_new_object", "other")
 # EasyEdit's names for the families, as its results.json spells them
 EASYEDIT_KEYS = {"reliability": "rewrite_acc", "generalization": "rephrase_acc"}
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = 32
-    max_new_tokens: int = 50
-    teacher_forced: bool = True
-    generation: bool = True
-    fluency: bool = True
-    # EasyEdit's fluency: prompt and continuation hold this many tokens; top-k sampling, seeded
-    fluency_max_length: int = 100
-    fluency_top_k: int = 5
-    seed: int = 0
-    progress: bool = False
 
 
 @dataclass

@@ -13,6 +13,7 @@ and ``post`` from the model), ``report.md`` / ``report.json`` (the headline tabl
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -27,16 +28,9 @@ logger = logging.getLogger(__name__)
 LOCALITY_PREFIXES = ("tf_locality", "gen_em_locality", "gen_contains_locality")
 
 
-def eval_config(settings, progress: bool = True) -> EvalConfig:
-    """An :class:`EvalConfig` from a recipe's ``evaluation`` section."""
-    return EvalConfig(
-        batch_size=settings.batch_size,
-        max_new_tokens=settings.max_new_tokens,
-        teacher_forced=settings.teacher_forced,
-        generation=settings.generation,
-        fluency=settings.fluency,
-        progress=progress,
-    )
+def eval_config(settings: EvalConfig, progress: bool = True) -> EvalConfig:
+    """A recipe's ``evaluation`` section (an :class:`EvalConfig`) with progress bars as the caller wants."""
+    return dataclasses.replace(settings, progress=progress)
 
 
 def evaluate_checkpoint(

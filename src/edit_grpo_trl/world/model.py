@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from edit_grpo_trl.answers import exact_match, extract_plain
-from edit_grpo_trl.data.world.world import (
+from edit_grpo_trl.generation import greedy_generate
+from edit_grpo_trl.world.world import (
     ALIAS_FORMS,
     FORMAT_VERSION,
     HELDOUT_KEYS,
@@ -32,7 +33,6 @@ from edit_grpo_trl.data.world.world import (
     KnowledgeWorld,
     WorldSize,
 )
-from edit_grpo_trl.generation import greedy_generate
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer
-from edit_grpo_trl.trainer.layer_features import AlignmentModuleError
-from edit_grpo_trl.trainer.sampler import CaseBatchError
-from edit_grpo_trl.trainer.trainer import DatasetSchemaError
+from edit_grpo_trl.stage2.layer_features import AlignmentModuleError
+from edit_grpo_trl.stage2.sampler import CaseBatchError
+from edit_grpo_trl.stage2.trainer import DatasetSchemaError
 
 from .conftest import make_agt_rows, make_model
 
@@ -131,7 +131,7 @@ def brute_force_gradient(model, weight, prompt, completion):
 
 def test_sequence_features_match_brute_force_gradients(tmp_path, tokenizer, agt_dataset):
     """The trainer's own feature pass (TRL's log-prob path, chunked) against per-sample autograd."""
-    from edit_grpo_trl.trainer.ghost import ghost_inner_products
+    from edit_grpo_trl.stage2.ghost import ghost_inner_products
 
     trainer = EditGRPOTrainer(
         make_model(seed=2),
@@ -247,7 +247,7 @@ def test_training_changes_weights_and_logs_pgaa(tmp_path, tokenizer, agt_dataset
 def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_dataset):
     import pandas as pd
 
-    from edit_grpo_trl.trainer.pgaa import Role, pgaa_advantages
+    from edit_grpo_trl.stage2.pgaa import Role, pgaa_advantages
 
     trainer = EditGRPOTrainer(
         make_model(seed=5),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from edit_grpo_trl.trainer.layer_features import AlignmentModuleError, find_decoder_layers
+from edit_grpo_trl.stage2.layer_features import AlignmentModuleError, find_decoder_layers
 
 logger = logging.getLogger(__name__)
 

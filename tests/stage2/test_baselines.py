@@ -2,8 +2,8 @@
 
 import pytest
 
-from edit_grpo_trl.baselines import grpo_settings, sft_rows, sft_settings
 from edit_grpo_trl.recipe import RecipeError, load_recipe
+from edit_grpo_trl.stage2.baselines import grpo_settings, sft_rows, sft_settings
 
 SETTINGS = {
     "alignment_coef": 0.2,
@@ -70,7 +70,7 @@ def test_baseline_trainers_train_the_edited_model(tmp_path, tiny_world, method):
     import torch
 
     from edit_grpo_trl.data.agt import AGTDataConfig, agt_features, build_agt_records
-    from edit_grpo_trl.training import build_trainer, build_training_config
+    from edit_grpo_trl.stage2.training import build_trainer, build_training_config
 
     recipe = load_recipe(
         "recipes/world-tiny/rome.yaml",
@@ -98,7 +98,7 @@ def test_baseline_trainers_train_the_edited_model(tmp_path, tiny_world, method):
     trainer = build_trainer(recipe, args, model, tokenizer, dataset)
     from trl import GRPOTrainer, SFTTrainer
 
-    from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
+    from edit_grpo_trl.stage2.trainer import EditGRPOTrainer
 
     expected = {"grpo": GRPOTrainer, "sft": SFTTrainer}[method]
     assert isinstance(trainer, expected) and not isinstance(trainer, EditGRPOTrainer)

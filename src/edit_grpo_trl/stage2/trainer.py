@@ -26,17 +26,17 @@ from datasets import Dataset, IterableDataset
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from edit_grpo_trl.trainer.config import EditGRPOConfig
-from edit_grpo_trl.trainer.ghost import alignment_cosines, mask_features
-from edit_grpo_trl.trainer.layer_features import (
+from edit_grpo_trl.stage2.config import EditGRPOConfig
+from edit_grpo_trl.stage2.ghost import alignment_cosines, mask_features
+from edit_grpo_trl.stage2.layer_features import (
     capture_module_features,
     output_gradients,
     resolve_alignment_module,
 )
-from edit_grpo_trl.trainer.locality import LocalityLossMixin
-from edit_grpo_trl.trainer.pgaa import Role, add_alignment_term, pgaa_advantages
-from edit_grpo_trl.trainer.rewards import resolve_reward_functions
-from edit_grpo_trl.trainer.sampler import CaseGroupedSampler, cases_per_generation_batch
+from edit_grpo_trl.stage2.locality import LocalityLossMixin
+from edit_grpo_trl.stage2.pgaa import Role, add_alignment_term, pgaa_advantages
+from edit_grpo_trl.stage2.rewards import resolve_reward_functions
+from edit_grpo_trl.stage2.sampler import CaseGroupedSampler, cases_per_generation_batch
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
             ``answers`` and optionally ``answer_style`` and ``old_answers``; every case with the same
             number of rows.
         locality_pool: rows ``{"prompt", "answers", "answer_style"}`` for the dense locality loss (needed when
-            ``args.locality_coef`` > 0; see :mod:`edit_grpo_trl.trainer.locality`).
+            ``args.locality_coef`` > 0; see :mod:`edit_grpo_trl.stage2.locality`).
         Every other keyword goes to `GRPOTrainer` (``processing_class``, ``peft_config``, callbacks...).
     """
 

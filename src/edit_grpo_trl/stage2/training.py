@@ -110,7 +110,7 @@ def build_training_config(
     extra: dict[str, Any] | None = None,
 ):
     """`EditGRPOConfig` from :func:`training_settings` (plus ``extra``), writing under ``output_dir``."""
-    from edit_grpo_trl.trainer.config import EditGRPOConfig
+    from edit_grpo_trl.stage2.config import EditGRPOConfig
 
     return EditGRPOConfig(
         output_dir=str(output_dir), **{**training_settings(recipe, model_path), **(extra or {})}
@@ -124,7 +124,7 @@ def build_peft_config(recipe: PipelineRecipe, train_scope: str = "all", layers=(
     if not recipe.lora.enabled:
         return None
     from edit_grpo_trl.loading import lora_config
-    from edit_grpo_trl.trainer.scope import lora_layers
+    from edit_grpo_trl.stage2.scope import lora_layers
 
     scoped: dict = {}
     if train_scope == "edited_modules":
@@ -140,7 +140,7 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
     Every method gets the same ``train_scope`` (``layers``: those the editor wrote) and the same locality
     loss (``locality_pool``, weighted by ``args.locality_coef``), so comparisons between them stay fair.
     """
-    from edit_grpo_trl.trainer.scope import apply_train_scope
+    from edit_grpo_trl.stage2.scope import apply_train_scope
 
     peft_config = build_peft_config(recipe, args.train_scope, layers, args.alignment_module)
     if peft_config is None:
@@ -151,7 +151,7 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
         "locality_batch_size": args.locality_batch_size,
     }
     if recipe.refinement == "edit_grpo":
-        from edit_grpo_trl.trainer.trainer import EditGRPOTrainer
+        from edit_grpo_trl.stage2.trainer import EditGRPOTrainer
 
         return EditGRPOTrainer(
             model,
@@ -163,14 +163,14 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
         )
     import datasets
 
-    from edit_grpo_trl import baselines
+    from edit_grpo_trl.stage2 import baselines
 
     settings = training_settings(recipe)  # the same settings EditGRPOConfig got, less PGAA's own
     if recipe.refinement == "grpo":
         from trl import GRPOConfig
 
-        from edit_grpo_trl.trainer.locality import LocalityGRPOTrainer
-        from edit_grpo_trl.trainer.rewards import resolve_reward_functions
+        from edit_grpo_trl.stage2.locality import LocalityGRPOTrainer
+        from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 
         config = GRPOConfig(output_dir=args.output_dir, **baselines.grpo_settings(settings))
         return LocalityGRPOTrainer(
@@ -184,7 +184,7 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
         )
     from trl import SFTConfig
 
-    from edit_grpo_trl.trainer.locality import LocalitySFTTrainer
+    from edit_grpo_trl.stage2.locality import LocalitySFTTrainer
 
     config = SFTConfig(output_dir=args.output_dir, **baselines.sft_settings(settings))
     rows = baselines.sft_rows(dataset.to_list())

@@ -6,7 +6,7 @@ import pytest
 
 from edit_grpo_trl.pipeline import Pipeline
 from edit_grpo_trl.recipe import RecipeError, load_recipe
-from edit_grpo_trl.training import build_training_config
+from edit_grpo_trl.stage2.training import build_training_config
 
 RECIPE = "recipes/world-tiny/rome.yaml"
 
@@ -49,7 +49,7 @@ def test_without_use_vllm_nothing_is_imported(tmp_path, no_vllm):
 
 
 def test_resume_from_checkpoint_as_the_recipe_says(tmp_path):
-    from edit_grpo_trl.training import resume_checkpoint
+    from edit_grpo_trl.stage2.training import resume_checkpoint
 
     stage2 = tmp_path / "stage2"
     assert resume_checkpoint(None, stage2) is None  # nothing there yet: a fresh start

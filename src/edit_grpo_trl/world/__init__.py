@@ -1,6 +1,6 @@
 """The knowledge world: a synthetic world of facts and a small model pretrained on it (docs/design.md section 9)."""
 
-from edit_grpo_trl.data.world.model import (
+from edit_grpo_trl.world.model import (
     alias_recall,
     build_tokenizer,
     cache_key,
@@ -10,7 +10,7 @@ from edit_grpo_trl.data.world.model import (
     recall,
     recall_report,
 )
-from edit_grpo_trl.data.world.world import RELATIONS, SIZES, KnowledgeWorld, WorldSize
+from edit_grpo_trl.world.world import RELATIONS, SIZES, KnowledgeWorld, WorldSize
 
 __all__ = [
     "RELATIONS",

@@ -10,8 +10,8 @@ from datasets import Dataset
 from trl import GRPOConfig, SFTConfig
 
 from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer
-from edit_grpo_trl.trainer.layer_features import AlignmentModuleError
-from edit_grpo_trl.trainer.locality import (
+from edit_grpo_trl.stage2.layer_features import AlignmentModuleError
+from edit_grpo_trl.stage2.locality import (
     IGNORE_INDEX,
     LocalityGRPOTrainer,
     LocalityPool,
@@ -19,7 +19,7 @@ from edit_grpo_trl.trainer.locality import (
     answer_nll,
     teacher_forced_batch,
 )
-from edit_grpo_trl.trainer.scope import apply_train_scope, scope_prefixes
+from edit_grpo_trl.stage2.scope import apply_train_scope, scope_prefixes
 
 from .conftest import make_agt_rows, make_model
 

@@ -1,4 +1,4 @@
-"""Measure a pretrained knowledge world: ``python -m edit_grpo_trl.data.world --size tiny --seed 0``.
+"""Measure a pretrained knowledge world: ``python -m edit_grpo_trl.world --size tiny --seed 0``.
 
 Pretrains the world first when the cache misses, then measures the saved model again (greedy exact
 match over every prompt of each split: the templates, each held-out key, every alias probe form, the
@@ -16,9 +16,9 @@ import torch
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edit_grpo_trl.data.world import KnowledgeWorld, ensure_world_model, recall_report
+    from edit_grpo_trl.world import KnowledgeWorld, ensure_world_model, recall_report
 
-    parser = argparse.ArgumentParser(prog="python -m edit_grpo_trl.data.world", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edit_grpo_trl.world", description=__doc__)
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -112,7 +112,7 @@ class LocalityLossMixin:
     """Adds ``locality_coef * answer_nll`` on a pool batch to a TRL trainer's loss at every training
     micro-batch (see the module docstring). Keyword arguments ``locality_pool`` (rows),
     ``locality_coef`` and ``locality_batch_size``: unset, the last two come from ``args`` when it has them
-    (:class:`~edit_grpo_trl.trainer.config.EditGRPOConfig`); a coefficient of 0 turns the term off."""
+    (:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`); a coefficient of 0 turns the term off."""
 
     def __init__(
         self,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from edit_grpo_trl.trainer.pgaa import TRL_STD_EPS, Role, add_alignment_term, pgaa_advantages
+from edit_grpo_trl.stage2.pgaa import TRL_STD_EPS, Role, add_alignment_term, pgaa_advantages
 
 A, G, L = Role.ANCHOR, Role.GENERALIZATION, Role.LOCALITY
 EPS = TRL_STD_EPS

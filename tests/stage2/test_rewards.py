@@ -1,7 +1,7 @@
 import pytest
 
 from edit_grpo_trl.answers import BOXED_COMMAND
-from edit_grpo_trl.trainer.rewards import (
+from edit_grpo_trl.stage2.rewards import (
     REWARD_FUNCTIONS,
     anchor_accuracy,
     boxed_format,
@@ -112,7 +112,7 @@ def test_reward_functions_by_dotted_import_path(tmp_path, monkeypatch):
 
 
 def test_a_recipe_with_an_unimportable_reward_fails_when_the_config_is_built(tmp_path):
-    from edit_grpo_trl.trainer.config import EditGRPOConfig
+    from edit_grpo_trl.stage2.config import EditGRPOConfig
 
     with pytest.raises(ValueError, match="absent_pkg"):
         EditGRPOConfig(

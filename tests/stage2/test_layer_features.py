@@ -4,8 +4,8 @@ must reproduce the cosines of brute-force per-sample weight gradients (docs/desi
 import pytest
 import torch
 
-from edit_grpo_trl.trainer.ghost import alignment_cosines, ghost_squared_norms, mask_features
-from edit_grpo_trl.trainer.layer_features import (
+from edit_grpo_trl.stage2.ghost import alignment_cosines, ghost_squared_norms, mask_features
+from edit_grpo_trl.stage2.layer_features import (
     AlignmentModuleError,
     capture_module_features,
     output_gradients,

@@ -11,7 +11,7 @@
   same number of steps.
 
 The functions here are pure translations (settings -> config, AGT rows -> SFT rows); the trainers are
-built in :mod:`edit_grpo_trl.training`.
+built in :mod:`edit_grpo_trl.stage2.training`.
 """
 
 from __future__ import annotations

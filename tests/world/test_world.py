@@ -5,7 +5,7 @@ import pytest
 from edit_grpo_trl.answers import normalize_answer
 from edit_grpo_trl.data.cases import EVALUATION_KINDS, ProbeKind
 from edit_grpo_trl.data.facts.cases import NEIGHBORHOOD, REASONING, RELATION_SPECIFICITY, SUBJECT_ALIASING
-from edit_grpo_trl.data.world import (
+from edit_grpo_trl.world import (
     RELATIONS,
     KnowledgeWorld,
     alias_recall,
@@ -14,8 +14,8 @@ from edit_grpo_trl.data.world import (
     ensure_world_model,
     recall,
 )
-from edit_grpo_trl.data.world.model import recall_splits
-from edit_grpo_trl.data.world.world import (
+from edit_grpo_trl.world.model import recall_splits
+from edit_grpo_trl.world.world import (
     FORMAT_VERSION,
     HELDOUT_KEYS,
     LOCALITY_PER_CASE,

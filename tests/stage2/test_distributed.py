@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edit_grpo_trl.trainer.pgaa import Role
+from edit_grpo_trl.stage2.pgaa import Role
 
 from ..torchrun import torchrun
 from .conftest import make_agt_rows
@@ -33,7 +33,7 @@ def test_two_ranks_share_case_batches_and_split_them(tmp_path):
         for case in set(cases):  # whole cases: 4 prompts x G=2 in the batch
             assert cases.count(case) == 8
         # Rank 0's half of case A and rank 1's half must be normalized together: recompute on one process.
-        from edit_grpo_trl.trainer.pgaa import pgaa_advantages
+        from edit_grpo_trl.stage2.pgaa import pgaa_advantages
 
         rewards = torch.tensor(step0["gathered_rewards"]).nansum(dim=1)
         rewards[torch.isnan(torch.tensor(step0["gathered_rewards"])).all(dim=1)] = float("nan")

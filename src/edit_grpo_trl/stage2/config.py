@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from edit_grpo_trl.trainer.rewards import DEFAULT_REWARD_FUNCTIONS, resolve_reward_functions
+from edit_grpo_trl.stage2.rewards import DEFAULT_REWARD_FUNCTIONS, resolve_reward_functions
 
 ANCHOR_DIRECTIONS = ("target", "anchor_samples")
 TRAIN_SCOPES = ("all", "edited_layers", "edited_modules")
@@ -57,7 +57,7 @@ class EditGRPOConfig(GRPOConfig):
             Take each case's baseline mean and std over its generalization samples only.
         locality_coef (`float`, defaults to `0.0`):
             Weight of the dense locality loss: the mean NLL of the pre-edit answers on `locality_batch_size`
-            locality-pool prompts, added to the loss at every micro-batch (`edit_grpo_trl.trainer.locality`).
+            locality-pool prompts, added to the loss at every micro-batch (`edit_grpo_trl.stage2.locality`).
             `0` turns it off.
         locality_batch_size (`int`, defaults to `16`):
             Locality-pool prompts per micro-batch.
@@ -67,7 +67,7 @@ class EditGRPOConfig(GRPOConfig):
             The layers come from the edit manifest. With LoRA, the adapters go on those layers only.
         agt_reward_funcs (`list[str]`):
             AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
-            `edit_grpo_trl.trainer.rewards.REWARD_FUNCTIONS`.
+            `edit_grpo_trl.stage2.rewards.REWARD_FUNCTIONS`.
     """
 
     alignment_coef: float = field(

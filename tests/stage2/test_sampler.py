@@ -1,6 +1,6 @@
 import pytest
 
-from edit_grpo_trl.trainer.sampler import CaseBatchError, CaseGroupedSampler, cases_per_generation_batch
+from edit_grpo_trl.stage2.sampler import CaseBatchError, CaseGroupedSampler, cases_per_generation_batch
 
 
 def case_ids(num_cases, rows_per_case=3):

@@ -1,6 +1,6 @@
 import torch
 
-from edit_grpo_trl.trainer.ghost import (
+from edit_grpo_trl.stage2.ghost import (
     alignment_cosines,
     ghost_inner_products,
     ghost_squared_norms,
@@ -66,7 +66,7 @@ def test_zero_gradient_gives_zero_not_nan():
 
 
 def test_chunking_gives_the_same_result(monkeypatch):
-    import edit_grpo_trl.trainer.ghost as ghost
+    import edit_grpo_trl.stage2.ghost as ghost
 
     xa, da = random_features(6, 5, seed=8)
     full = ghost_inner_products(xa, da, xa, da)

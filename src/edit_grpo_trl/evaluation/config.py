@@ -1,0 +1,31 @@
+"""How an evaluation runs: :class:`EvalConfig`, which is also a recipe's ``evaluation`` section.
+
+This module holds only the settings (no torch import), so reading a recipe stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EvalConfig:
+    """KnowEdit-style evaluation before and after each stage."""
+
+    batch_size: int = 32
+    max_new_tokens: int = 50
+    teacher_forced: bool = True
+    generation: bool = True
+    fluency: bool = True
+    # EasyEdit's fluency: prompt and continuation hold this many tokens; top-k sampling, seeded
+    fluency_max_length: int = 100
+    fluency_top_k: int = 5
+    seed: int = 0
+    # Progress bars; the pipeline and `edit-grpo eval` turn them on whatever a recipe says.
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise ValueError(f"{name} must be a number >= 1, got {value!r}")
