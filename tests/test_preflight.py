@@ -145,3 +145,18 @@ def test_a_locality_loss_needs_training_locality_probes(tiny_qwen3, tmp_path):
         data={**held_out, "locality_pool_size": 0},
     )
     assert "data.locality_pool_size" in message
+
+
+def test_a_wise_model_refuses_lora_and_a_train_scope(tiny_qwen3, tmp_path):
+    # (training.use_vllm is refused too; without vllm installed, the missing import is refused first)
+    message = refused(
+        tiny_qwen3,
+        tmp_path / "run",
+        editor={"name": "wise", "hparams": None},
+        lora={"enabled": True},
+        training={"train_scope": "edited_layers"},
+    )
+    assert "lora.enabled: a WISE model" in message
+    assert "training.train_scope: a WISE model" in message
+    # LoRA on a ROME run is not refused for WISE's reasons
+    Pipeline(recipe(tiny_qwen3, tmp_path / "rome", lora={"enabled": True}))

@@ -90,6 +90,35 @@ def _check_editor(recipe: PipelineRecipe, config, model_path: str, result: Prefl
             result.fail(f"editor {editor.name!r} mom2_dataset", f"no corpus file at {', '.join(missing)}")
 
 
+def _check_wise_stage2(recipe: PipelineRecipe, result: Preflight) -> None:
+    """Stage-2 settings a WISE model cannot take (its ``down_proj`` is a routed side memory)."""
+    editor = recipe.editor
+    if editor.name == "external" and editor.checkpoint:
+        from edit_grpo_trl.editors.checkpoint import wise_manifest_section
+
+        is_wise = bool(wise_manifest_section(editor.checkpoint))
+    else:
+        is_wise = editor.name == "wise"
+    if not is_wise:
+        return
+    if recipe.lora.enabled:
+        result.fail(
+            "lora.enabled",
+            "a WISE model's edited down_proj is a routed side memory that PEFT cannot wrap, and stage 2 trains "
+            "that side memory itself: set lora.enabled: false",
+        )
+    if recipe.training.get("use_vllm"):
+        result.fail(
+            "training.use_vllm",
+            "vLLM loads the plain weights, so it would sample from the main memory (the unedited model): "
+            "set training.use_vllm: false",
+        )
+    if recipe.training.get("train_scope", "all") != "all":
+        result.fail(
+            "training.train_scope", "a WISE model trains its side memory only: leave train_scope at 'all'"
+        )
+
+
 def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result: Preflight) -> None:
     """The stage-2 config as training will build it, the alignment module, and the case-batch shape."""
     from edit_grpo_trl.stage2.layer_features import resolve_alignment_module
@@ -232,6 +261,7 @@ def _check_model_settings(recipe, config, model_path: str, layout, done, result:
         layer = edited_layer(str(layout.edited_model))
         result.edited_layers = [layer] if layer is not None else []
     if not done("train"):
+        _check_wise_stage2(recipe, result)
         _check_training(recipe, meta_model, layout.training, result)
         _check_lora(recipe, meta_model, result)
 
