@@ -102,6 +102,12 @@ def extract_answer(completion: Any, style: AnswerStyle = "plain") -> str | None:
     raise ValueError(f"unknown answer style {style!r}; expected 'plain' or 'boxed'")
 
 
+def answer_completion(answer: str, style: AnswerStyle = "plain") -> str:
+    """The completion that states ``answer`` the way :func:`extract_answer` reads it back: `` answer``
+    after a plain prompt, ``\\boxed{answer}`` for a boxed one (the teacher-forced targets of training)."""
+    return f"{BOXED_COMMAND}{answer}}}" if style == "boxed" else " " + answer
+
+
 def is_boxed_format(completion: Any) -> bool:
     """True when the completion ends in exactly one non-empty ``\\boxed{...}`` (a final period allowed)."""
     text = completion_text(completion)

@@ -1,6 +1,6 @@
 import pytest
 
-from edit_grpo_trl.answers import BOXED_COMMAND
+from edit_grpo_trl.answers import BOXED_COMMAND, answer_completion, extract_answer
 from edit_grpo_trl.stage2.rewards import (
     REWARD_FUNCTIONS,
     anchor_accuracy,
@@ -121,3 +121,10 @@ def test_a_recipe_with_an_unimportable_reward_fails_when_the_config_is_built(tmp
             alignment_coef=0.0,
             use_cpu=True,
         )
+
+
+@pytest.mark.parametrize("style", ["plain", "boxed"])
+def test_answer_completion_is_read_back_as_its_answer(style):
+    completion = answer_completion("New York", style)
+    assert completion == (r"\boxed{New York}" if style == "boxed" else " New York")
+    assert extract_answer(completion, style) == "New York"

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from trl import GRPOTrainer, SFTTrainer
 
+from edit_grpo_trl.answers import answer_completion
+
 IGNORE_INDEX = -100
 
 
@@ -89,7 +91,7 @@ class LocalityPool:
             text = render_chat_prompt(tokenizer, prompt, chat_template_kwargs)
             prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         answer = row["answers"][0]
-        target = rf"\boxed{{{answer}}}" if row.get("answer_style") == "boxed" else " " + answer
+        target = answer_completion(answer, row.get("answer_style") or "plain")
         target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
         if not target_ids:
             raise ValueError(f"locality pool: the answer {answer!r} of {prompt!r} tokenizes to nothing")

@@ -26,6 +26,7 @@ from datasets import Dataset, IterableDataset
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from edit_grpo_trl.answers import answer_completion
 from edit_grpo_trl.stage2.config import EditGRPOConfig
 from edit_grpo_trl.stage2.ghost import alignment_cosines, mask_features
 from edit_grpo_trl.stage2.layer_features import (
@@ -257,8 +258,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         if case_id not in self._target_token_cache:
             row = self.train_dataset[self._anchor_rows[case_id]]
             (prompt_ids,), _, _ = self._tokenize_prompts([row["prompt"]])
-            style = row.get("answer_style") or "plain"
-            target_text = rf"\boxed{{{row['answers'][0]}}}" if style == "boxed" else " " + row["answers"][0]
+            target_text = answer_completion(row["answers"][0], row.get("answer_style") or "plain")
             target_ids = self._tokenizer(target_text, add_special_tokens=False)["input_ids"]
             if not target_ids:
                 raise ValueError(
