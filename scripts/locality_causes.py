@@ -261,6 +261,20 @@ def kept_share(answers: dict[str, str], reference: dict[str, str], prompts: Iter
     return len(prompts), kept
 
 
+def kept_changes(
+    first: dict[str, str], later: dict[str, str], reference: dict[str, str], prompts: Iterable[str]
+) -> tuple[int, int]:
+    """(prompts that kept the reference answer at the first point and lost it later, prompts that had lost
+    it and got it back)."""
+    broken = repaired = 0
+    for prompt in prompts:
+        before = exact_match(first[prompt], [reference[prompt]])
+        after = exact_match(later[prompt], [reference[prompt]])
+        broken += before and not after
+        repaired += after and not before
+    return broken, repaired
+
+
 def rewards_up_to(log_history: Sequence[dict], start: int, stop: int) -> dict[str, float]:
     """Means of the reward figures the trainer logged at steps in (start, stop]."""
     sums: dict[str, list[float]] = defaultdict(list)
@@ -392,11 +406,16 @@ def score_sets(answers: ModelAnswers, run: Path, sets: dict[str, list[str]], poi
     # The pool's stored answers were decoded by the same pre-edit model when the AGT data was built.
     disagree = sum(not exact_match(reference[p], [a]) for p, a in pool_answers.items() if p in reference)
     rows = []
+    first = None
     for point, path in points.items():
         got = answers(path, everything)
         for name, prompts in sets.items():
             n, kept = kept_share(got, reference, prompts)
-            rows.append({"point": point, "set": name, "prompts": n, "kept": kept})
+            row = {"point": point, "set": name, "prompts": n, "kept": kept}
+            if first is not None:
+                row["broken"], row["repaired"] = kept_changes(first, got, reference, prompts)
+            rows.append(row)
+        first = got if first is None else first
     return rows, disagree
 
 
@@ -525,22 +544,29 @@ def report_flips(rows: list[dict], keys: Sequence[str] = KEYS) -> str:
 
 
 def report_trained(rows: list[dict]) -> str:
-    grouped: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    counts: dict[tuple[str, str], set] = defaultdict(set)
+    grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        grouped[(row["condition"], row["point"], row["set"])].append(100 * row["kept"] / row["prompts"])
-        counts[(row["condition"], row["set"])].add(row["prompts"])
+        grouped[(row["condition"], row["point"], row["set"])].append(row)
     lines = [
         "| condition | point | " + " | ".join(SETS) + " |",
         "| --- | --- |" + " --- |" * len(SETS),
     ]
     for condition in sorted({c for c, _, _ in grouped}):
         for point in ("stage1", "refined"):
-            cells = [_mean_sd(grouped.get((condition, point, s), [])) for s in SETS]
+            cells = []
+            for name in SETS:
+                group = grouped.get((condition, point, name), [])
+                cell = _mean_sd([100 * r["kept"] / r["prompts"] for r in group])
+                if group and "broken" in group[0]:
+                    cell += f" (−{sum(r['broken'] for r in group)} / +{sum(r['repaired'] for r in group)})"
+                cells.append(cell)
             lines.append(f"| {condition} | {point} | " + " | ".join(cells) + " |")
-    sizes = {s: sorted({n for (c, s2), ns in counts.items() if s2 == s for n in ns}) for s in SETS}
+    sizes = {
+        name: sorted({r["prompts"] for (_, _, s2), g in grouped.items() if s2 == name for r in g})
+        for name in SETS
+    }
     lines.append("")
-    lines.append("Prompts per set and seed: " + ", ".join(f"{s} {sizes[s]}" for s in SETS) + ".")
+    lines.append("Distinct prompts per set and seed: " + ", ".join(f"{s} {sizes[s]}" for s in SETS) + ".")
     return "\n".join(lines)
 
 

@@ -164,3 +164,10 @@ def test_rewards_up_to_averages_the_window_only():
     ]
     window = causes.rewards_up_to(history, 4, 12)
     assert window == {"reward": pytest.approx(0.85), "rewards/anchor_accuracy/mean": 0.0}
+
+
+def test_kept_changes_counts_breaks_and_repairs_against_the_reference():
+    reference = {"p": "Oslo", "q": "Lima", "r": "Rome", "s": "Hue"}
+    first = {"p": "Oslo", "q": "Kyoto", "r": "Rome", "s": "Lima"}
+    later = {"p": "Kyoto", "q": "Lima", "r": "Rome", "s": "Kyoto"}
+    assert causes.kept_changes(first, later, reference, ["p", "q", "r", "s"]) == (1, 1)
