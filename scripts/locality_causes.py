@@ -32,7 +32,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edit_grpo_trl.answers import contains_match, exact_match, extract_plain, normalize_answer
 from edit_grpo_trl.data.cases import EditCase, ProbeKind
@@ -351,7 +351,11 @@ def command_flips(options) -> int:
 
 
 class ModelAnswers:
-    """Greedy plain answers of checkpoints to prompts, through the project's loader and generation."""
+    """Greedy plain answers of checkpoints to prompts, through the project's loader and generation.
+    Answers are kept per (resolved model folder, prompts) for the whole process: the conditions of a seed
+    share the pre-edit and stage-1 models."""
+
+    _cache: ClassVar[dict[tuple[str, int, tuple[str, ...]], dict[str, str]]] = {}
 
     def __init__(self, run: Path, max_new_tokens: int) -> None:
         from functools import partial
@@ -365,14 +369,13 @@ class ModelAnswers:
         self.base_model = resolve_model_path(self.recipe.model.name_or_path, device="cpu")
         self.load = partial(load_model, recipe=self.recipe)
         self.max_new_tokens = max_new_tokens
-        self._cache: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
 
     def __call__(self, model_path: str | Path, prompts: Sequence[str]) -> dict[str, str]:
         import gc
 
         from edit_grpo_trl.generation import greedy_generate
 
-        key = (str(Path(model_path).resolve()), tuple(prompts))
+        key = (str(Path(model_path).resolve()), self.max_new_tokens, tuple(prompts))
         if key not in self._cache:
             model, tokenizer = self.load(str(model_path))
             texts = greedy_generate(model, tokenizer, list(prompts), max_new_tokens=self.max_new_tokens)
