@@ -283,7 +283,8 @@ def rewards_up_to(log_history: Sequence[dict], start: int, stop: int) -> dict[st
         if step is None or not start < step <= stop:
             continue
         for name, value in entry.items():
-            if (name == "reward" or name.startswith("rewards/")) and name.endswith(("mean", "reward")):
+            wanted = name == "reward" or (name.startswith("rewards/") and name.endswith("/mean"))
+            if wanted and isinstance(value, int | float):
                 sums[name].append(float(value))
     return {name: statistics.fmean(values) for name, values in sums.items()}
 
@@ -469,6 +470,9 @@ def command_checkpoints(options) -> int:
                 out = run / "eval" / "post_edit"
                 metrics = json.loads((out / "metrics.json").read_text())
                 locality = json.loads((out / "locality.json").read_text())
+            elif (out / "metrics.json").is_file() and (out / "locality.json").is_file() and not options.again:
+                metrics = json.loads((out / "metrics.json").read_text())
+                locality = json.loads((out / "locality.json").read_text())
             else:
                 result = evaluate_checkpoint(
                     answers.load,
@@ -546,6 +550,28 @@ def report_flips(rows: list[dict], keys: Sequence[str] = KEYS) -> str:
     return "\n".join(lines)
 
 
+def report_breaks_by_key(rows: list[dict]) -> str:
+    """Per condition: the share of the probes stage 1 kept that refinement broke, per key, summed over
+    seeds, and how many probes stage 1 broke that refinement gave back."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["transition"] == "stage-2 breaks":
+            grouped[row["condition"]].append(row)
+    lines = [
+        "| condition | seeds | " + " | ".join(KEYS[1:]) + " | all | repaired |",
+        "| --- | --- |" + " --- |" * (len(KEYS) + 1),
+    ]
+    for condition, group in sorted(grouped.items()):
+        total = add_up(r["table"] for r in group)
+        cells = [
+            f"{total[k]['changed']:.0f}/{total[k]['probes']:.0f} = {_pct(total[k]['changed'], total[k]['probes'])}%"
+            for k in (*KEYS[1:], "all")
+        ]
+        repaired = sum(r["repaired"] for r in group)
+        lines.append(f"| {condition} | {len(group)} | " + " | ".join(cells) + f" | {repaired} |")
+    return "\n".join(lines)
+
+
 def report_trained(rows: list[dict]) -> str:
     grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
@@ -615,6 +641,10 @@ def command_report(options) -> int:
     parts = []
     if options.flips:
         parts.append(
+            "Locality probes stage 1 kept that refinement broke, per key (summed over seeds):\n\n"
+            + report_breaks_by_key(read_jsonl(Path(options.flips)))
+        )
+        parts.append(
             "Where changed locality answers went (summed over seeds):\n\n"
             + report_flips(read_jsonl(Path(options.flips)))
         )
@@ -655,6 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where each checkpoint's evaluation is written (default: <run>/eval_checkpoints)",
     )
     checkpoints.add_argument("--max-new-tokens", type=int, default=8)
+    checkpoints.add_argument(
+        "--again",
+        action="store_true",
+        help="evaluate a checkpoint again even when its evaluation folder is already written",
+    )
     report = commands.add_parser("report", help="Markdown tables from the files above")
     report.add_argument("--flips")
     report.add_argument("--trained")
