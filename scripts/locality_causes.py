@@ -607,8 +607,8 @@ def report_checkpoints(rows: list[dict]) -> str:
     lines = [
         "| condition | step | seeds | "
         + " | ".join(figures)
-        + " | trained prompts kept | reward (anchor, gen., loc.) |",
-        "| --- | --- | --- |" + " --- |" * (len(figures) + 2),
+        + " | changed (to another case's new obj.) | trained prompts kept | reward (anchor, gen., loc.) |",
+        "| --- | --- | --- |" + " --- |" * (len(figures) + 3),
     ]
     for (condition, step), group in sorted(grouped.items()):
         cells = [_mean_sd([100 * r[f] for r in group if r.get(f) is not None]) for f in figures]
@@ -631,8 +631,12 @@ def report_checkpoints(rows: list[dict]) -> str:
             if rewards and all(n in rewards[0] for n in names)
             else "-"
         )
+        changed = sum(r["flips"]["all"]["changed"] for r in group)
+        attracted = sum(r["flips"]["all"]["other_new_object"] for r in group)
         lines.append(
-            f"| {condition} | {step} | {len(group)} | " + " | ".join(cells) + f" | {trained} | {reward} |"
+            f"| {condition} | {step} | {len(group)} | "
+            + " | ".join(cells)
+            + f" | {changed} ({attracted}) | {trained} | {reward} |"
         )
     return "\n".join(lines)
 
