@@ -1,9 +1,10 @@
 """Why does stage 2 break locality? Three checks on finished pipeline runs, from per-probe answers.
 
-    flips        Where broken locality answers go, per probe key (Relation_Specificity, neighborhood,
-                 random): unchanged, this case's new object, another case's new object (and whether that
-                 case edits the probe's own relation), or something else. Read from the runs'
-                 ``eval/<point>/probes.jsonl``; no model is loaded.
+    flips        Where changed locality answers go, per probe key (Relation_Specificity, neighborhood,
+                 random): this case's new object, another case's new object (and whether that case
+                 edits the probe's own relation), or something else; after stage 1, after refinement,
+                 and for the probes stage 1 kept but refinement changed ("stage-2 breaks"). Read from
+                 the runs' ``eval/<point>/probes.jsonl``; no model is loaded.
     trained      Accuracy against the pre-edit model's answers on the prompts training touches (the AGT
                  locality rows, the rest of the locality pool) and on the evaluated locality probes it
                  never sees, at stage 1 and after refinement. Loads the pre-edit, stage-1 and refined
@@ -462,15 +463,14 @@ def command_checkpoints(options) -> int:
         points = [(0, run / "stage1" / "model")] + [(int(c.name.rsplit("-", 1)[1]), c) for c in checkpoints]
         previous = 0
         for step, path in points:
-            if options.eval_root:
+            if step == 0:  # stage 1: the pipeline's own post-edit evaluation
+                out = run / "eval" / "post_edit"
+            elif options.eval_root:
                 out = Path(options.eval_root) / run.parent.name / run.name / f"step-{step}"
             else:
                 out = run / "eval_checkpoints" / f"step-{step}"
-            if step == 0:  # stage 1: the pipeline's own post-edit evaluation
-                out = run / "eval" / "post_edit"
-                metrics = json.loads((out / "metrics.json").read_text())
-                locality = json.loads((out / "locality.json").read_text())
-            elif (out / "metrics.json").is_file() and (out / "locality.json").is_file() and not options.again:
+            written = (out / "metrics.json").is_file() and (out / "locality.json").is_file()
+            if step == 0 or (written and not options.again):
                 metrics = json.loads((out / "metrics.json").read_text())
                 locality = json.loads((out / "locality.json").read_text())
             else:
