@@ -135,17 +135,28 @@ def edited_object_odds(
     """Is a changed answer another object of the probe's relation (``same_type``), and then one that some
     case writes as its new object (``edited_object``)? ``chance_edited_object``: the share of the
     relation's other objects (all but the answer before) that are new objects of a case, i.e. how often a
-    wrong answer of the right type would be an edited object if it were one of them picked blindly."""
+    wrong answer of the right type would be an edited object if it were one of them picked blindly.
+
+    For an edited object, ``writers`` counts the cases that write it, and ``writers_by_chance`` is the mean
+    count over the relation's edited objects (all but the answer before): an object that several edits
+    write attracts more than its share when the first is larger."""
     pool = objects.get(relation or "", set()) - {normalize_answer(before)}
-    edited = {
-        normalize_answer(answer) for case in cases if case.relation == relation for answer in case.target_new
-    } & pool
-    same_type = normalize_answer(answer) in pool
-    return {
+    writers: dict[str, int] = defaultdict(int)
+    for case in cases:
+        if case.relation == relation:
+            for obj in {normalize_answer(a) for a in case.target_new} & pool:
+                writers[obj] += 1
+    given = normalize_answer(answer)
+    same_type = given in pool
+    record = {
         "same_type": same_type,
-        "edited_object": same_type and normalize_answer(answer) in edited,
-        "chance_edited_object": len(edited) / len(pool) if same_type and pool else 0.0,
+        "edited_object": same_type and given in writers,
+        "chance_edited_object": len(writers) / len(pool) if same_type and pool else 0.0,
     }
+    if record["edited_object"]:
+        record["writers"] = writers[given]
+        record["writers_by_chance"] = sum(writers.values()) / len(writers)
+    return record
 
 
 def locality_transitions(
@@ -223,6 +234,8 @@ def summarize_transitions(records: Iterable[dict[str, Any]]) -> dict[str, dict[s
             "same_type": sum(r["same_type"] for r in changed),
             "same_type_edited_object": sum(r["edited_object"] for r in changed),
             "same_type_edited_object_by_chance": sum(r["chance_edited_object"] for r in changed),
+            "edited_object_writers": sum(r.get("writers", 0) for r in changed),
+            "edited_object_writers_by_chance": sum(r.get("writers_by_chance", 0.0) for r in changed),
         }
     return table
 
@@ -572,6 +585,29 @@ def report_breaks_by_key(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_writers(rows: list[dict]) -> str:
+    """Per condition and comparison, over all keys: the changed answers that are an edited object of the
+    probe's relation, and how many cases write that object on average, against a blind pick among the
+    relation's edited objects."""
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        grouped[(row["condition"], row["transition"])].append(row)
+    lines = [
+        "| condition | comparison | answers that are an edited object | cases writing it, mean (blind pick) |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for (condition, transition), group in sorted(grouped.items()):
+        total = add_up(r["table"] for r in group)["all"]
+        count = total["same_type_edited_object"]
+        if not count or "edited_object_writers" not in total:
+            continue
+        lines.append(
+            f"| {condition} | {transition} | {count:.0f} | {total['edited_object_writers'] / count:.2f} "
+            f"({total['edited_object_writers_by_chance'] / count:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
 def report_trained(rows: list[dict]) -> str:
     grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
@@ -647,6 +683,10 @@ def command_report(options) -> int:
         parts.append(
             "Locality probes stage 1 kept that refinement broke, per key (summed over seeds):\n\n"
             + report_breaks_by_key(read_jsonl(Path(options.flips)))
+        )
+        parts.append(
+            "Do objects that several edits write attract more? (summed over seeds):\n\n"
+            + report_writers(read_jsonl(Path(options.flips)))
         )
         parts.append(
             "Where changed locality answers went (summed over seeds):\n\n"

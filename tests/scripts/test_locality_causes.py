@@ -172,3 +172,24 @@ def test_kept_changes_counts_breaks_and_repairs_against_the_reference():
     first = {"p": "Oslo", "q": "Kyoto", "r": "Rome", "s": "Lima"}
     later = {"p": "Kyoto", "q": "Lima", "r": "Rome", "s": "Kyoto"}
     assert causes.kept_changes(first, later, reference, ["p", "q", "r", "s"]) == (1, 1)
+
+
+def test_edited_objects_count_the_cases_that_write_them():
+    cases = [*CASES, EditCase("c3", "Fay", "Fay was born in", ("Kyoto",), "Hue", relation="birth_city")]
+    odds = causes.edited_object_odds(
+        "Kyoto", "Oslo", "birth_city", cases, {"birth_city": set(map(str.lower, CITIES))}
+    )
+    # edited cities other than Oslo: Lima (1 case), Kyoto (2 cases)
+    assert odds["edited_object"] and odds["writers"] == 2 and odds["writers_by_chance"] == pytest.approx(1.5)
+    assert odds["chance_edited_object"] == pytest.approx(2 / 4)
+    # the answer before is never counted as a possible destination
+    odds = causes.edited_object_odds(
+        "Kyoto", "Lima", "birth_city", cases, {"birth_city": set(map(str.lower, CITIES))}
+    )
+    assert odds["writers_by_chance"] == pytest.approx(2.0) and odds["chance_edited_object"] == pytest.approx(
+        1 / 4
+    )
+    unedited = causes.edited_object_odds(
+        "Hue", "Oslo", "birth_city", cases, {"birth_city": set(map(str.lower, CITIES))}
+    )
+    assert unedited["same_type"] and not unedited["edited_object"] and "writers" not in unedited
