@@ -289,15 +289,25 @@ def kept_changes(
     return broken, repaired
 
 
+# Besides the rewards: the share of groups whose rewards were all equal (no GRPO advantage) and PGAA's
+# mean absolute advantage, alignment term included.
+SIGNAL_FIGURES = ("frac_reward_zero_std", "pgaa/advantage/abs_mean")
+
+
 def rewards_up_to(log_history: Sequence[dict], start: int, stop: int) -> dict[str, float]:
-    """Means of the reward figures the trainer logged at steps in (start, stop]."""
+    """Means of the reward figures (and :data:`SIGNAL_FIGURES`) the trainer logged at steps in
+    (start, stop]."""
     sums: dict[str, list[float]] = defaultdict(list)
     for entry in log_history:
         step = entry.get("step")
         if step is None or not start < step <= stop:
             continue
         for name, value in entry.items():
-            wanted = name == "reward" or (name.startswith("rewards/") and name.endswith("/mean"))
+            wanted = (
+                name == "reward"
+                or name in SIGNAL_FIGURES
+                or (name.startswith("rewards/") and name.endswith("/mean"))
+            )
             if wanted and isinstance(value, int | float):
                 sums[name].append(float(value))
     return {name: statistics.fmean(values) for name, values in sums.items()}
@@ -677,6 +687,26 @@ def report_checkpoints(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_training_signal(rows: list[dict]) -> str:
+    """Per condition and checkpoint, over the steps since the previous one (mean over seeds): the share of
+    groups with equal rewards and PGAA's mean absolute advantage, where the trainer logged them."""
+    grouped: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for row in rows:
+        if any(name in row["rewards"] for name in SIGNAL_FIGURES):
+            grouped[(row["condition"], row["step"])].append(row)
+    lines = [
+        "| condition | steps up to | groups with equal rewards | PGAA mean abs. advantage |",
+        "| --- | --- | --- | --- |",
+    ]
+    for (condition, step), group in sorted(grouped.items()):
+        cells = []
+        for name in SIGNAL_FIGURES:
+            values = [r["rewards"][name] for r in group if name in r["rewards"]]
+            cells.append(f"{statistics.fmean(values):.2f}" if values else "-")
+        lines.append(f"| {condition} | {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def command_report(options) -> int:
     parts = []
     if options.flips:
@@ -701,6 +731,10 @@ def command_report(options) -> int:
         parts.append(
             "Per checkpoint (%, mean ± sd over seeds):\n\n"
             + report_checkpoints(read_jsonl(Path(options.checkpoints)))
+        )
+        parts.append(
+            "Training signal per checkpoint window (mean over seeds):\n\n"
+            + report_training_signal(read_jsonl(Path(options.checkpoints)))
         )
     print("\n\n".join(parts))
     return 0

@@ -160,11 +160,15 @@ def test_rewards_up_to_averages_the_window_only():
         {"step": 4, "reward": 0.5, "rewards/anchor_accuracy/mean": 1.0, "loss": 3.0},
         {"step": 8, "reward": 0.7, "rewards/anchor_accuracy/mean": 0.0},
         {"step": 10, "rewards/anchor_accuracy/mean": None},  # TRL logs NaN as None
-        {"step": 12, "reward": 1.0, "rewards/anchor_accuracy/std": 0.5},
+        {"step": 12, "reward": 1.0, "rewards/anchor_accuracy/std": 0.5, "frac_reward_zero_std": 0.25},
         {"train_runtime": 5.0},
     ]
     window = causes.rewards_up_to(history, 4, 12)
-    assert window == {"reward": pytest.approx(0.85), "rewards/anchor_accuracy/mean": 0.0}
+    assert window == {
+        "reward": pytest.approx(0.85),
+        "rewards/anchor_accuracy/mean": 0.0,
+        "frac_reward_zero_std": 0.25,
+    }
 
 
 def test_kept_changes_counts_breaks_and_repairs_against_the_reference():
