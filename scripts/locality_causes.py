@@ -695,7 +695,7 @@ def report_training_signal(rows: list[dict]) -> str:
         if any(name in row["rewards"] for name in SIGNAL_FIGURES):
             grouped[(row["condition"], row["step"])].append(row)
     lines = [
-        "| condition | steps up to | groups with equal rewards | PGAA mean abs. advantage |",
+        "| condition | steps up to | groups with equal rewards | mean abs. advantage (EditGRPOTrainer) |",
         "| --- | --- | --- | --- |",
     ]
     for (condition, step), group in sorted(grouped.items()):
