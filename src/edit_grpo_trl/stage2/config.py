@@ -29,6 +29,7 @@ _RANGES = (
     ("save_steps", 0.0, False),
     ("locality_coef", 0.0, False),
     ("locality_batch_size", 1, False),
+    ("split_check_batches", 0, False),
     ("num_train_epochs", 0.0, False),
 )
 
@@ -65,6 +66,11 @@ class EditGRPOConfig(GRPOConfig):
             Which weights stage 2 trains: `"all"`; `"edited_layers"`, every weight of the decoder layers the
             stage-1 editor wrote; `"edited_modules"`, only the edited module (`alignment_module`) there.
             The layers come from the edit manifest. With LoRA, the adapters go on those layers only.
+        split_check_batches (`int`, defaults to `0`):
+            Under a multi-process launch, recompute this many generation batches (the first ones) on one
+            process from the gathered per-row features, compare the advantages and alignment cosines every
+            process used with that computation, log the result, and stop with an error past 1e-5. A check
+            of how cases split across processes; it does nothing on one process.
         agt_reward_funcs (`list[str]`):
             AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
             `edit_grpo_trl.stage2.rewards.REWARD_FUNCTIONS`.
@@ -119,6 +125,13 @@ class EditGRPOConfig(GRPOConfig):
             "help": "Weights stage 2 trains: 'all', 'edited_layers' (the layers the editor wrote) or "
             "'edited_modules' (only the edited module in them).",
             "choices": list(TRAIN_SCOPES),
+        },
+    )
+    split_check_batches: int = field(
+        default=0,
+        metadata={
+            "help": "Multi-process runs: check this many generation batches against a one-process "
+            "recomputation of their advantages and alignment cosines (0: off)."
         },
     )
     agt_reward_funcs: list[str] = field(
