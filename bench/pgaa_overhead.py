@@ -182,7 +182,10 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--steps-per-generation", type=int, default=1)
     parser.add_argument(
-        "--generalization", type=int, default=2, help="generalization prompts per case (plus 1 anchor, 1 locality)"
+        "--generalization",
+        type=int,
+        default=2,
+        help="generalization prompts per case (plus 1 anchor, 1 locality)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="then one more Edit-GRPO run (coef 0.2) timing its phases"
