@@ -1,5 +1,6 @@
 import pytest
 
+from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.recipe import RecipeError, load_recipe, parse_overrides
 
 
@@ -72,3 +73,22 @@ def test_only_true_and_false_are_booleans():
     assert recipe.training["save_strategy"] == "no"
     assert recipe.lora.enabled is True
     assert recipe.wandb.run_name == "off"
+
+
+def test_data_section_is_the_agt_config_with_its_defaults():
+    """The AGT builder gets the recipe's data section itself: every AGT setting, default included, is
+    AGTDataConfig's."""
+    data = load_recipe(
+        None, ["--data.locality_batch_size", "8", "--data.chat_template_kwargs", "{a: 1}"]
+    ).data
+    assert isinstance(data, AGTDataConfig)
+    defaults = AGTDataConfig()
+    for name in ("num_generalization", "num_locality", "on_missing", "seed", "locality_pool_size"):
+        assert getattr(data, name) == getattr(defaults, name)
+    assert data.locality_batch_size == 8 and data.chat_template_kwargs == {"a": 1}
+    with pytest.raises(
+        RecipeError, match="section 'data': unknown key 'num_localty'. Did you mean 'num_locality'"
+    ):
+        load_recipe(None, ["--data.num_localty", "2"])
+    with pytest.raises(RecipeError, match="section 'data': num_locality must be an integer >= 0, got True"):
+        load_recipe(None, ["--data.num_locality", "true"])

@@ -350,19 +350,9 @@ class Pipeline:
     def stage_agt_data(self) -> dict[str, Any]:
         import datasets
 
-        from edit_grpo_trl.data.agt import AGTDataConfig, agt_features, build_agt_records
+        from edit_grpo_trl.data.agt import agt_features, build_agt_records
 
-        data = self.recipe.data
-        config = AGTDataConfig(
-            num_generalization=data.num_generalization,
-            num_locality=data.num_locality,
-            prompt_style=data.prompt_style,
-            locality_answers=data.locality_answers,
-            answer_match=data.answer_match,
-            seed=data.seed,
-            on_missing=data.on_missing,
-            locality_pool_size=data.locality_pool_size,
-        )
+        data = self.recipe.data  # an AGTDataConfig, plus where the cases came from
         model = tokenizer = None
         if data.locality_answers == "model" or data.prompt_style == "chat" or data.train_prompts.needs_model:
             model, tokenizer = load_model(self.base_model_path, self.recipe)  # the PRE-edit model
@@ -370,7 +360,7 @@ class Pipeline:
         summary: dict[str, Any] = {}
         if data.train_prompts.enabled:
             cases, summary["train_prompts"] = self._training_pools(cases, model, tokenizer)
-        records = build_agt_records(cases, config, tokenizer=tokenizer, model=model)
+        records = build_agt_records(cases, data, tokenizer=tokenizer, model=model)
         dataset = datasets.Dataset.from_list(records.rows, features=agt_features(data.prompt_style))
         if self.layout.agt_dataset.exists():
             shutil.rmtree(self.layout.agt_dataset)

@@ -33,8 +33,6 @@ class RecipeError(ValueError):
 
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-PROMPT_STYLES = ("plain", "chat")
-LOCALITY_ANSWERS = ("model", "dataset")
 EDIT_MODES = ("sequential", "batch")
 
 
@@ -102,46 +100,32 @@ class ModelSettings:
 
 
 @dataclass
-class DataSettings:
-    """Where edit cases come from and how they become the AGT dataset."""
+class DataSettings(AGTDataConfig):
+    """Where edit cases come from and which are kept; the rest of the section is
+    :class:`~edit_grpo_trl.data.agt_config.AGTDataConfig` itself (how cases become AGT rows: its field names
+    and defaults), so the section is handed to the AGT builder as it is."""
 
     source: str = "world:tiny"  # a path, "knowedit:<split>", "world:<size>[:<seed>]", ...
     format: str = "auto"
     split: str | None = None
     num_cases: int | None = None
-    seed: int = 0  # for the AGT dataset's choice of prompts
     skip_invalid: bool = False
-    num_generalization: int = AGTDataConfig.num_generalization  # training paraphrases per case
-    num_locality: int = 1
-    prompt_style: str = "plain"  # plain | chat
-    locality_answers: str = "model"  # model | dataset
-    answer_match: str = "exact"  # how rewards compare answers: exact | contains (freely phrased answers)
     # Where the training paraphrases come from (real data holds only evaluation probes).
     train_prompts: TrainPromptsConfig = field(default_factory=TrainPromptsConfig)
-    # A case without training prompts or locality probes: skip (left out of training, still evaluated;
-    # counted in the agt_data marker) | error.
-    on_missing: str = "skip"
     # Keep only the cases whose old fact the pre-edit model states (greedy, through the anchor and at least
     # this share of the held-out prompts), before num_cases cuts: an edit of an unknown fact measures nothing.
     keep_known: bool = False
     known_heldout_share: float = 1.0
     # Share of each case's locality probes set aside for training (data that has no training locality
-    # probes of its own; applied before any evaluation), and how many training locality prompts the
-    # locality loss keeps (training.locality_coef).
+    # probes of its own; applied before any evaluation). locality_pool_size (AGTDataConfig) caps how many
+    # training locality prompts the locality loss (training.locality_coef) keeps.
     locality_holdout_share: float = 0.0
-    locality_pool_size: int = 256
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _at_least("num_cases", self.num_cases, 1, optional=True)
-        _at_least("num_generalization", self.num_generalization, 0)
-        _at_least("num_locality", self.num_locality, 0)
-        _one_of("prompt_style", self.prompt_style, PROMPT_STYLES)
-        _one_of("locality_answers", self.locality_answers, LOCALITY_ANSWERS)
-        _one_of("answer_match", self.answer_match, ("exact", "contains"))
-        _one_of("on_missing", self.on_missing, ("skip", "error"))
         if not 0 <= self.locality_holdout_share < 1:
             raise ValueError(f"locality_holdout_share must be in [0, 1), got {self.locality_holdout_share!r}")
-        _at_least("locality_pool_size", self.locality_pool_size, 0)
         if not 0 <= self.known_heldout_share <= 1:
             raise ValueError(f"known_heldout_share must be in [0, 1], got {self.known_heldout_share!r}")
 
