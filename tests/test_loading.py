@@ -65,18 +65,37 @@ def test_lora_goes_straight_into_peft():
             "true",
             "--lora.target_modules",
             '["down_proj"]',
-            "--lora.options",
-            '{"layers_to_transform": [1], "use_dora": true}',
+            "--lora.layers_to_transform",
+            "[1]",
+            "--lora.use_dora",
+            "true",
         ],
     )
     config = lora_config(recipe.lora)
     assert config.target_modules == {"down_proj"} and config.layers_to_transform == [1] and config.use_dora
+    assert (config.r, config.lora_alpha, config.task_type) == (16, 32, "CAUSAL_LM")  # the project's defaults
     assert lora_config(load_recipe(None, []).lora) is None  # LoRA off
-    recipe.lora.options, recipe.lora.target_modules = {}, [ALL_LINEAR]
-    assert lora_config(recipe.lora).target_modules == ALL_LINEAR  # peft reads it only as a string
-    recipe.lora.options = {"layer_to_transform": [1]}
-    with pytest.raises(ValueError, match="no field 'layer_to_transform'. Did you mean 'layers_to_transform'"):
-        lora_config(recipe.lora)
-    recipe.lora.options = {"lora_alpha": 8}
-    with pytest.raises(ValueError, match="set it as lora.alpha"):
-        lora_config(recipe.lora)
+    everything = load_recipe(None, ["--lora.enabled", "true", "--lora.target_modules", f"[{ALL_LINEAR}]"])
+    assert lora_config(everything.lora).target_modules == ALL_LINEAR  # peft reads it only as a string
+    # scoped fields (the train scope's) take the place of the recipe's
+    assert lora_config(recipe.lora, layers_to_transform=[0]).layers_to_transform == [0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            ["--lora.layer_to_transform", "[1]"],
+            "unknown key 'layer_to_transform'. Did you mean 'layers_to_transform'",
+        ),
+        (["--lora.alpha", "8"], "'alpha' is now 'lora_alpha'"),
+        (["--lora.dropout", "0.1"], "'dropout' is now 'lora_dropout'"),
+        (["--lora.options", "{use_dora: true}"], "'options' is gone"),
+        (["--lora.task_type", "SEQ_CLS"], "'task_type' is always CAUSAL_LM"),
+        (["--lora.lora_dropout", "1.5"], r"lora_dropout must be in \[0, 1\)"),
+        (["--lora.target_modules", "q_proj"], "target_modules must be a non-empty list"),
+    ],
+)
+def test_lora_keys_are_loraconfig_fields(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, override)

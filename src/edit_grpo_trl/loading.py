@@ -6,15 +6,14 @@
 ``load_in_4bit`` / ``load_in_8bit`` with ``bnb_4bit_quant_type`` and ``use_bnb_nested_quant`` (bitsandbytes).
 On a CPU-only machine half precision becomes float32 (half-precision matmuls there are several times slower).
 
-``lora:`` goes straight into ``peft.LoraConfig``: ``r``, ``alpha``, ``dropout`` and ``target_modules``
-(``[all-linear]`` included), and under ``options`` any other ``LoraConfig`` field (``layers_to_transform``,
-``use_dora``, ``use_rslora``, ``modules_to_save``, ...), each checked against ``LoraConfig`` by name.
+``lora:`` goes straight into ``peft.LoraConfig``: besides ``enabled``, every key is a ``LoraConfig`` field by
+its own name (``r``, ``lora_alpha``, ``lora_dropout``, ``target_modules`` with ``[all-linear]`` included,
+``layers_to_transform``, ``use_dora``, ``use_rslora``, ``modules_to_save``, ...), checked against
+``LoraConfig`` by name when the recipe is read (:class:`edit_grpo_trl.recipe.LoraSettings`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
 from typing import Any
 
@@ -110,25 +109,15 @@ def load_causal_lm(path: str, settings, device: str | None = None, place: bool =
 
 
 def lora_config(lora, **scoped):
-    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off); ``scoped`` fields
-    (the train scope's ``target_modules`` / ``layers_to_transform``) take the place of the recipe's."""
+    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off): its fields as the recipe
+    names them; ``scoped`` fields (the train scope's ``target_modules`` / ``layers_to_transform``) take the
+    place of the recipe's."""
     if not lora.enabled:
         return None
     from peft import LoraConfig
 
+    fields = {**lora.config, **scoped}
     # peft reads "all-linear" only as a string; in a list it would be a module's name
-    targets = ALL_LINEAR if list(lora.target_modules) == [ALL_LINEAR] else list(lora.target_modules)
-    options = dict(getattr(lora, "options", None) or {})
-    valid = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
-    named = {"r", "lora_alpha", "lora_dropout", "target_modules", "task_type"}
-    for key in options:
-        if key in named:
-            raise ValueError(f"lora.options.{key}: set it as lora.{key.removeprefix('lora_')} instead")
-        if key not in valid:
-            nearest = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
-            raise ValueError(f"lora.options.{key}: peft.LoraConfig has no field {key!r}.{hint}")
-    fields = {"target_modules": targets, **options, **scoped}
-    return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM", **fields
-    )
+    if list(fields.get("target_modules") or ()) == [ALL_LINEAR]:
+        fields["target_modules"] = ALL_LINEAR
+    return LoraConfig(task_type="CAUSAL_LM", **fields)

@@ -13,6 +13,7 @@ key and the range, raised when the recipe is read, before any stage runs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -147,29 +148,77 @@ class EditorSettings:
             raise ValueError(f"overrides must be a mapping of hyperparameters, got {self.overrides!r}")
 
 
+# Where the project's LoRA differs from peft.LoraConfig's defaults: the rank, scale and modules the shipped
+# recipes were measured with (attention plus the MLP's down projection).
+LORA_DEFAULTS: dict[str, Any] = {
+    "r": 16,
+    "lora_alpha": 32,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+}
+# Keys the section had before it took LoraConfig's own names.
+LORA_RENAMED = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
+
+
+def lora_config_fields() -> set[str]:
+    """The ``peft.LoraConfig`` fields a recipe may set (``task_type`` is always ``CAUSAL_LM``)."""
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig) if f.init} - {"task_type"}
+
+
 @dataclass
 class LoraSettings:
-    """PEFT LoRA refinement instead of full fine-tuning: one switch, ``enabled: true``."""
+    """PEFT LoRA refinement instead of full fine-tuning, switched on by ``enabled: true``. Every other key of
+    the section is a ``peft.LoraConfig`` field by its own name (``r``, ``lora_alpha``, ``lora_dropout``,
+    ``target_modules``, ``layers_to_transform``, ``use_dora``, ...): ``config`` holds them, over
+    :data:`LORA_DEFAULTS`, and :func:`edit_grpo_trl.loading.lora_config` passes them to LoraConfig."""
 
     enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
-    )
-    # any other peft.LoraConfig field (layers_to_transform, use_dora, use_rslora, ...): edit_grpo_trl.loading
-    options: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(LORA_DEFAULTS))
 
     def __post_init__(self) -> None:
-        _at_least("r", self.r, 1)
-        _at_least("alpha", self.alpha, 1e-12)
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.target_modules or isinstance(self.target_modules, str):
-            raise ValueError(
-                f"target_modules must be a non-empty list of module names, got {self.target_modules!r}"
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        if "r" in self.config:
+            _at_least("r", self.config["r"], 1)
+        if "lora_alpha" in self.config:
+            _at_least("lora_alpha", self.config["lora_alpha"], 1e-12)
+        dropout = self.config.get("lora_dropout", 0.0)
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {dropout!r}")
+        # a list of names, which preflight finds in the model (peft would read a string as a regex)
+        targets = self.config.get("target_modules")
+        if not targets or not isinstance(targets, list):
+            raise ValueError(f"target_modules must be a non-empty list of module names, got {targets!r}")
+
+    @property
+    def target_modules(self) -> list[str]:
+        return list(self.config["target_modules"])
+
+    @classmethod
+    def from_section(cls, values: dict[str, Any], where: str) -> LoraSettings:
+        """The section as a recipe writes it: ``enabled`` plus LoraConfig fields, checked by name."""
+        for old, new in LORA_RENAMED.items():
+            if old in values:
+                raise RecipeError(f"{where}: {old!r} is now {new!r} (peft.LoraConfig's name for it)")
+        if "options" in values:
+            raise RecipeError(
+                f"{where}: 'options' is gone: give each peft.LoraConfig field directly in the section "
+                "(use_dora: true, layers_to_transform: [3], ...)"
             )
+        if "task_type" in values:
+            raise RecipeError(f"{where}: 'task_type' is always CAUSAL_LM")
+        config = dict(values)
+        enabled = config.pop("enabled", False)
+        _check_keys(f"{where} (enabled, or a peft.LoraConfig field)", config, lora_config_fields())
+        try:
+            return cls(enabled=enabled, config={**copy.deepcopy(LORA_DEFAULTS), **config})
+        except (ValueError, TypeError) as error:
+            raise RecipeError(f"{where}: {error}") from error
+
+    def to_section(self) -> dict[str, Any]:
+        """The section as a recipe writes it (recipe.json, W&B)."""
+        return {"enabled": self.enabled, **self.config}
 
 
 @dataclass
@@ -200,6 +249,7 @@ class PipelineRecipe:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("source")
+        data["lora"] = self.lora.to_section()
         return data
 
 
@@ -236,6 +286,8 @@ def _build_settings(settings_class: type, values: Any, where: str):
     """A settings dataclass from a mapping: unknown keys, nested sections and bad values named."""
     if not isinstance(values, dict):
         raise RecipeError(f"{where} must be a mapping, got {values!r}")
+    if hasattr(settings_class, "from_section"):  # a section whose keys are a library config's fields
+        return settings_class.from_section(values, where)
     _check_keys(where, values, {f.name for f in dataclasses.fields(settings_class)})
     hints = typing.get_type_hints(settings_class)
     arguments = {}
