@@ -62,7 +62,7 @@ def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
         spec = parse_world_spec(name_or_path)
         if spec.folder is not None:
             raise RecipeError(
-                f"model.name_or_path {name_or_path!r}: a world model is named world:<size>[:<seed>]; "
+                f"model.model_name_or_path {name_or_path!r}: a world model is named world:<size>[:<seed>]; "
                 f"for a world model folder, give the folder itself: {str(spec.folder)!r}"
             )
         return str(ensure_world_model(spec.size, seed=spec.seed, device=device))
@@ -127,7 +127,7 @@ class Pipeline:
         return self.cases() if self._done("cases") else self._load_source_cases()
 
     def _resolve_model(self) -> str:
-        path = resolve_model_path(self.recipe.model.name_or_path, self.recipe.model.device)
+        path = resolve_model_path(self.recipe.model.model_name_or_path, self.recipe.model.device)
         check_output_dir(self.layout.root, path)
         return path
 
@@ -449,7 +449,7 @@ class Pipeline:
         manifest = Path(self.edited_model_path) / MANIFEST_NAME
         recipe = self.recipe
         card = model_card(
-            recipe.model.name_or_path,
+            recipe.model.model_name_or_path,
             recipe.editor.name,
             recipe.refinement,
             self.cases(),

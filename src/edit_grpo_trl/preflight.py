@@ -284,7 +284,7 @@ def check_run(
     try:
         config = _model_config(model_path)
     except Exception as error:  # no such folder or Hub id, or no network: the data is still checked below
-        result.fail("model.name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
+        result.fail("model.model_name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
         config = None
     if config is not None:
         _check_model_settings(recipe, config, model_path, layout, done, result)

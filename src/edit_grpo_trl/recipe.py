@@ -20,9 +20,12 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+
+# the module alone holds only dataclasses: importing it costs nothing like `import trl`
+from trl.trainer.model_config import ModelConfig
 
 from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.train_prompts import TrainPromptsConfig
@@ -33,7 +36,6 @@ class RecipeError(ValueError):
     """A recipe file or override is malformed."""
 
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 EDIT_MODES = ("sequential", "batch")
 
 
@@ -75,29 +77,59 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-@dataclass
-class ModelSettings:
-    """The starting model: a Hub id, a local folder, or ``world:<size>[:<seed>]`` for the knowledge world."""
+def _trl_peft_fields() -> dict[str, str]:
+    """TRL ModelConfig's PEFT fields, each with the lora-section key that sets it here."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    peft = {name for name in names if name.startswith("lora_")} | {"use_peft", "use_rslora", "use_dora"}
+    keep = {"lora_alpha", "lora_dropout"}  # the same name in peft.LoraConfig
+    return {
+        name: "enabled" if name == "use_peft" else name if name in keep else name.removeprefix("lora_")
+        for name in names & peft
+    }
 
-    name_or_path: str = "world:tiny"
-    dtype: str = "float32"
-    attn_implementation: str | None = None
+
+@dataclass
+class ModelSettings(ModelConfig):
+    """The starting model: TRL's ``ModelConfig`` loading fields, by TRL's names (``model_name_or_path``,
+    ``model_revision``, ``dtype``, ``attn_implementation``, ``load_in_4bit`` / ``load_in_8bit``,
+    ``bnb_4bit_quant_type``, ``use_bnb_nested_quant``, ...), plus ``device`` and ``trust_remote_code``. Its PEFT
+    fields are not keys here: LoRA has its own section. ``model_name_or_path`` is a Hub id, a local folder,
+    or ``world:<size>[:<seed>]`` for the knowledge world."""
+
+    model_name_or_path: str = "world:tiny"  # TRL has no default model; the tiny world runs anywhere
     device: str | None = None  # None: CUDA when available, else CPU
-    # TRL ModelConfig's loading keys (edit_grpo_trl.loading): revision, remote code, bitsandbytes
-    model_revision: str | None = None
+    # Not a ModelConfig field in this TRL; from_pretrained (and the tokenizer) still take it.
     trust_remote_code: bool = False
-    load_in_4bit: bool = False
-    load_in_8bit: bool = False
-    bnb_4bit_quant_type: str = "nf4"
-    use_bnb_nested_quant: bool = False
+
+    # A key a recipe may not give, with the reason (the section's old names included).
+    REFUSED: ClassVar[dict[str, str]] = {
+        "name_or_path": "it is now 'model_name_or_path' (TRL ModelConfig's name for it)",
+        **{
+            name: f"LoRA has its own section: set lora.{key}"
+            for name, key in _trl_peft_fields().items()
+            if name != "lora_task_type"
+        },
+        "lora_task_type": "LoRA has its own section, whose task is always CAUSAL_LM",
+    }
+
+    @classmethod
+    def recipe_keys(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)} - set(cls.REFUSED)
+
+    def to_section(self) -> dict[str, Any]:
+        """The section as a recipe writes it (recipe.json, W&B): without ModelConfig's PEFT fields."""
+        keys = self.recipe_keys()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in keys}
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
-            raise ValueError(f"name_or_path must name a model, got {self.name_or_path!r}")
-        _one_of("dtype", self.dtype, DTYPES)
-        if self.load_in_4bit and self.load_in_8bit:
-            raise ValueError("load_in_4bit and load_in_8bit are exclusive: choose one")
-        _one_of("bnb_4bit_quant_type", self.bnb_4bit_quant_type, ("nf4", "fp4"))
+        if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path.strip():
+            raise ValueError(f"model_name_or_path must name a model, got {self.model_name_or_path!r}")
+        for spec in dataclasses.fields(ModelConfig):  # TRL's own choices: dtype, bnb_4bit_quant_type
+            choices = spec.metadata.get("choices")
+            value = getattr(self, spec.name)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"{spec.name} must be one of {', '.join(choices)}, got {value!r}")
+        super().__post_init__()
 
 
 @dataclass
@@ -155,8 +187,6 @@ LORA_DEFAULTS: dict[str, Any] = {
     "lora_alpha": 32,
     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
 }
-# Keys the section had before it took LoraConfig's own names.
-LORA_RENAMED = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
 
 
 def lora_config_fields() -> set[str]:
@@ -175,6 +205,14 @@ class LoraSettings:
 
     enabled: bool = False
     config: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(LORA_DEFAULTS))
+
+    # A key a recipe may not give, with the reason (the section's old names included).
+    REFUSED: ClassVar[dict[str, str]] = {
+        "alpha": "it is now 'lora_alpha' (peft.LoraConfig's name for it)",
+        "dropout": "it is now 'lora_dropout' (peft.LoraConfig's name for it)",
+        "options": "it is gone: give each peft.LoraConfig field directly in the section (use_dora: true, ...)",
+        "task_type": "it is always CAUSAL_LM",
+    }
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -198,16 +236,6 @@ class LoraSettings:
     @classmethod
     def from_section(cls, values: dict[str, Any], where: str) -> LoraSettings:
         """The section as a recipe writes it: ``enabled`` plus LoraConfig fields, checked by name."""
-        for old, new in LORA_RENAMED.items():
-            if old in values:
-                raise RecipeError(f"{where}: {old!r} is now {new!r} (peft.LoraConfig's name for it)")
-        if "options" in values:
-            raise RecipeError(
-                f"{where}: 'options' is gone: give each peft.LoraConfig field directly in the section "
-                "(use_dora: true, layers_to_transform: [3], ...)"
-            )
-        if "task_type" in values:
-            raise RecipeError(f"{where}: 'task_type' is always CAUSAL_LM")
         config = dict(values)
         enabled = config.pop("enabled", False)
         _check_keys(f"{where} (enabled, or a peft.LoraConfig field)", config, lora_config_fields())
@@ -249,7 +277,7 @@ class PipelineRecipe:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("source")
-        data["lora"] = self.lora.to_section()
+        data["model"], data["lora"] = self.model.to_section(), self.lora.to_section()
         return data
 
 
@@ -286,9 +314,16 @@ def _build_settings(settings_class: type, values: Any, where: str):
     """A settings dataclass from a mapping: unknown keys, nested sections and bad values named."""
     if not isinstance(values, dict):
         raise RecipeError(f"{where} must be a mapping, got {values!r}")
+    for key, reason in getattr(settings_class, "REFUSED", {}).items():
+        if key in values:
+            raise RecipeError(f"{where}: {key!r}: {reason}")
     if hasattr(settings_class, "from_section"):  # a section whose keys are a library config's fields
         return settings_class.from_section(values, where)
-    _check_keys(where, values, {f.name for f in dataclasses.fields(settings_class)})
+    if hasattr(settings_class, "recipe_keys"):
+        valid = settings_class.recipe_keys()
+    else:
+        valid = {f.name for f in dataclasses.fields(settings_class)}
+    _check_keys(where, values, valid)
     hints = typing.get_type_hints(settings_class)
     arguments = {}
     for key, value in values.items():
