@@ -326,13 +326,13 @@ class Pipeline:
         return {"editor": editor.name, "result": result if isinstance(result, dict) else str(result)}
 
     def stage_evaluate(self, point: str, model_path: str) -> dict[str, Any]:
-        from edit_grpo_trl.evaluation.run import eval_config, evaluate_checkpoint
+        from edit_grpo_trl.evaluation.run import evaluate_checkpoint
 
         result = evaluate_checkpoint(
             partial(load_model, recipe=self.recipe),
             model_path,
             self.cases(),
-            eval_config(self.recipe.evaluation),
+            self.recipe.evaluation,
             self.layout.evaluation(point),
             baseline=self._baseline(),
             easyedit_phase="pre" if point == "pre_edit" else "post",
