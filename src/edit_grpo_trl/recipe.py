@@ -1,9 +1,11 @@
 """Recipes: one YAML file per model and editor, mapped onto typed settings dataclasses.
 
-A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
-:mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
-:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation`` (an
-:class:`~edit_grpo_trl.evaluation.config.EvalConfig`), ``lora`` and ``wandb``, plus ``refinement``
+A recipe has the sections ``model`` (TRL's ``ModelConfig``: :class:`ModelSettings`), ``data`` (an
+:class:`~edit_grpo_trl.data.agt_config.AGTDataConfig` plus where the cases come from, with
+``data.train_prompts``, the training-prompt pool: :mod:`edit_grpo_trl.data.train_prompts`), ``editor``,
+``training`` (the fields of :class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation`` (an
+:class:`~edit_grpo_trl.evaluation.config.EvalConfig`), ``lora`` (``enabled`` plus ``peft.LoraConfig``'s
+fields: :class:`LoraSettings`) and ``wandb``, plus ``refinement``
 (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.stage2.baselines`) and
 ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
