@@ -126,6 +126,7 @@ def test_lora_goes_straight_into_peft():
             ["--lora.layer_to_transform", "[1]"],
             "unknown key 'layer_to_transform'. Did you mean 'layers_to_transform'",
         ),
+        (["--lora.enable", "true"], "unknown key 'enable'. Did you mean 'enabled'"),
         (["--lora.alpha", "8"], "'alpha': it is now 'lora_alpha'"),
         (["--lora.dropout", "0.1"], "'dropout': it is now 'lora_dropout'"),
         (["--lora.options", "{use_dora: true}"], "'options': it is gone"),

@@ -240,7 +240,9 @@ class LoraSettings:
         """The section as a recipe writes it: ``enabled`` plus LoraConfig fields, checked by name."""
         config = dict(values)
         enabled = config.pop("enabled", False)
-        _check_keys(f"{where} (enabled, or a peft.LoraConfig field)", config, lora_config_fields())
+        _check_keys(
+            f"{where} (enabled, or a peft.LoraConfig field)", config, {"enabled"} | lora_config_fields()
+        )
         try:
             return cls(enabled=enabled, config={**copy.deepcopy(LORA_DEFAULTS), **config})
         except (ValueError, TypeError) as error:
