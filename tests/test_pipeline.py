@@ -185,3 +185,12 @@ def test_seeds_of_one_condition_share_a_wandb_group(tmp_path, tiny_world, monkey
 def test_a_world_model_is_named_by_size_not_by_folder(tmp_path):
     with pytest.raises(RecipeError, match="give the folder itself"):
         resolve_model_path(f"world:{tmp_path}")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_evaluation_progress_bars_follow_the_recipe(tmp_path, tiny_world, capfd, progress):
+    pipeline = Pipeline(recipe(tmp_path, "--evaluation.progress", str(progress).lower()))
+    pipeline.stage_cases()
+    capfd.readouterr()
+    pipeline.stage_evaluate("pre_edit", pipeline.base_model_path)
+    assert ("evaluate: teacher-forced" in capfd.readouterr().err) is progress

@@ -25,7 +25,7 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 
 def recipe(model: Path, run: Path, **sections):
     overrides = {
-        "model": {"name_or_path": str(model)},
+        "model": {"model_name_or_path": str(model)},
         "data": {"source": str(DATA)},
         "editor": {"overrides": {"layers": [1]}},
         "output_dir": str(run),

@@ -138,15 +138,18 @@ def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result
             resolve_alignment_module(meta_model, args.alignment_layer, args.alignment_module)
         except ValueError as error:
             result.fail("training.alignment_layer / alignment_module", error)
-    rows_per_case = 1 + recipe.data.num_generalization + recipe.data.num_locality
-    prompts_per_batch = args.generation_batch_size // args.num_generations
-    if prompts_per_batch % rows_per_case:
+    from edit_grpo_trl.stage2.sampler import CaseBatchError, cases_per_generation_batch
+
+    # The trainer's own arithmetic, on as many cases as one generation batch could hold: only the batch's
+    # shape is checked here (how many cases the data yields is the data check's).
+    case_ids = [
+        case for case in range(max(1, args.generation_batch_size)) for _ in range(recipe.data.rows_per_case)
+    ]
+    try:
+        cases_per_generation_batch(case_ids, args.generation_batch_size, args.num_generations)
+    except CaseBatchError as error:
         result.fail(
-            "training",
-            f"a generation batch holds {prompts_per_batch} prompts (generation_batch_size="
-            f"{args.generation_batch_size} / num_generations={args.num_generations}), not a whole number of cases "
-            f"of {rows_per_case} prompts (1 anchor + data.num_generalization + data.num_locality); make "
-            f"per_device_train_batch_size x steps_per_generation a multiple of {rows_per_case * args.num_generations}",
+            "training", f"{error} A case is 1 anchor + data.num_generalization + data.num_locality prompts."
         )
 
 
@@ -284,7 +287,7 @@ def check_run(
     try:
         config = _model_config(model_path)
     except Exception as error:  # no such folder or Hub id, or no network: the data is still checked below
-        result.fail("model.name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
+        result.fail("model.model_name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
         config = None
     if config is not None:
         _check_model_settings(recipe, config, model_path, layout, done, result)

@@ -13,7 +13,6 @@ and ``post`` from the model), ``report.md`` / ``report.json`` (the headline tabl
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -26,11 +25,6 @@ from edit_grpo_trl.evaluation.evaluate import EvalBaseline, EvalConfig, EvalResu
 logger = logging.getLogger(__name__)
 
 LOCALITY_PREFIXES = ("tf_locality", "gen_em_locality", "gen_contains_locality")
-
-
-def eval_config(settings: EvalConfig, progress: bool = True) -> EvalConfig:
-    """A recipe's ``evaluation`` section (an :class:`EvalConfig`) with progress bars as the caller wants."""
-    return dataclasses.replace(settings, progress=progress)
 
 
 def evaluate_checkpoint(
