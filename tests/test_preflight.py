@@ -160,3 +160,12 @@ def test_a_wise_model_refuses_lora_and_a_train_scope(tiny_qwen3, tmp_path):
     assert "training.train_scope: a WISE model" in message
     # LoRA on a ROME run is not refused for WISE's reasons
     Pipeline(recipe(tiny_qwen3, tmp_path / "rome", lora={"enabled": True}))
+
+
+def test_early_stop_is_refused_for_sft_only(tiny_qwen3, tmp_path):
+    message = refused(tiny_qwen3, tmp_path / "run", refinement="sft", training={"early_stop_reward": 0.9})
+    assert "training.early_stop_reward: stops on the sampled anchor" in message
+    Pipeline(recipe(tiny_qwen3, tmp_path / "grpo", refinement="grpo", training={"early_stop_reward": 0.9}))
+    assert "early_stop_reward is a share" in refused(
+        tiny_qwen3, tmp_path / "run", training={"early_stop_reward": 2}
+    )

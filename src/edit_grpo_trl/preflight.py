@@ -150,6 +150,16 @@ def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result
         )
 
 
+def _check_early_stop(recipe: PipelineRecipe, result: Preflight) -> None:
+    """``training.early_stop_reward`` needs sampled rewards: the SFT baseline has none."""
+    if recipe.training.get("early_stop_reward") is not None and recipe.refinement == "sft":
+        result.fail(
+            "training.early_stop_reward",
+            "stops on the sampled anchor and generalization accuracies, which refinement: sft does not have "
+            "(it samples nothing; its mean_token_accuracy is teacher-forced over every row): unset it for sft",
+        )
+
+
 def _check_lora(recipe: PipelineRecipe, meta_model, result: Preflight) -> None:
     if not recipe.lora.enabled:
         return
@@ -263,6 +273,7 @@ def _check_model_settings(recipe, config, model_path: str, layout, done, result:
     if not done("train"):
         _check_wise_stage2(recipe, result)
         _check_training(recipe, meta_model, layout.training, result)
+        _check_early_stop(recipe, result)
         _check_lora(recipe, meta_model, result)
 
 

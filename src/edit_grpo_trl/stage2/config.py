@@ -30,6 +30,7 @@ _RANGES = (
     ("locality_coef", 0.0, False),
     ("locality_batch_size", 1, False),
     ("num_train_epochs", 0.0, False),
+    ("early_stop_window", 1, False),
 )
 
 
@@ -65,6 +66,15 @@ class EditGRPOConfig(GRPOConfig):
             Which weights stage 2 trains: `"all"`; `"edited_layers"`, every weight of the decoder layers the
             stage-1 editor wrote; `"edited_modules"`, only the edited module (`alignment_module`) there.
             The layers come from the edit manifest. With LoRA, the adapters go on those layers only.
+        early_stop_reward (`float` or `None`, defaults to `None`):
+            Stop training once the running means of the sampled anchor accuracy and of the sampled
+            generalization accuracy (TRL's logged `rewards/anchor_accuracy/mean` and
+            `rewards/generalization_accuracy/mean`), each over the last `early_stop_window` logs that carry
+            them, both reach this value, in (0, 1]. `None` trains the full schedule. Needs both reward
+            functions in `agt_reward_funcs`; applies alike to the vanilla-GRPO baseline, and is refused for
+            SFT, which samples nothing (`edit_grpo_trl.stage2.early_stop`).
+        early_stop_window (`int`, defaults to `3`):
+            Logs averaged by `early_stop_reward`.
         agt_reward_funcs (`list[str]`):
             AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
             `edit_grpo_trl.stage2.rewards.REWARD_FUNCTIONS`.
@@ -121,6 +131,16 @@ class EditGRPOConfig(GRPOConfig):
             "choices": list(TRAIN_SCOPES),
         },
     )
+    early_stop_reward: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop once the windowed anchor and generalization accuracy means both reach this value, in "
+            "(0, 1] (None: train the full schedule)."
+        },
+    )
+    early_stop_window: int = field(
+        default=3, metadata={"help": "Logs averaged by early_stop_reward (those that carry both rewards)."}
+    )
     agt_reward_funcs: list[str] = field(
         default_factory=lambda: list(DEFAULT_REWARD_FUNCTIONS),
         metadata={"help": "AGT reward functions by name (anchor_accuracy, generalization_accuracy, ...)."},
@@ -161,6 +181,28 @@ class EditGRPOConfig(GRPOConfig):
                 f"'sum_then_normalize', got {self.multi_objective_aggregation!r}"
             )
         resolve_reward_functions(self.agt_reward_funcs)  # an unknown name fails here, not mid-training
+        self._check_early_stop()
+
+    def _check_early_stop(self) -> None:
+        from edit_grpo_trl.stage2.early_stop import REQUIRED_REWARD_FUNCTIONS
+
+        if not isinstance(self.early_stop_window, int) or isinstance(self.early_stop_window, bool):
+            raise ValueError(
+                f"early_stop_window must be a whole number of logs, got {self.early_stop_window!r}"
+            )
+        if self.early_stop_reward is None:
+            return
+        value = self.early_stop_reward
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(
+                f"early_stop_reward is a share of accepted answers, in (0, 1] (or None: off); got {value!r}"
+            )
+        missing = [name for name in REQUIRED_REWARD_FUNCTIONS if name not in self.agt_reward_funcs]
+        if missing:
+            raise ValueError(
+                f"early_stop_reward stops on the logged means of {list(REQUIRED_REWARD_FUNCTIONS)}, but "
+                f"agt_reward_funcs lacks {missing}: add them, or unset early_stop_reward"
+            )
 
     def _check_ranges(self) -> None:
         for name, minimum, optional in _RANGES:

@@ -28,6 +28,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from edit_grpo_trl.answers import answer_completion
 from edit_grpo_trl.stage2.config import EditGRPOConfig
+from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
 from edit_grpo_trl.stage2.ghost import alignment_cosines, mask_features
 from edit_grpo_trl.stage2.layer_features import (
     capture_module_features,
@@ -139,6 +140,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         }
         self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
         self._gathered_rewards_per_func: torch.Tensor | None = None
+        attach_reward_saturation_stop(self, args.early_stop_reward, args.early_stop_window)
 
     # ------------------------------------------------------------------ sampling
     def _get_train_sampler(self, dataset: Dataset | None = None) -> CaseGroupedSampler:

@@ -169,11 +169,12 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
     if recipe.refinement == "grpo":
         from trl import GRPOConfig
 
+        from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
         from edit_grpo_trl.stage2.locality import LocalityGRPOTrainer
         from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 
         config = GRPOConfig(output_dir=args.output_dir, **baselines.grpo_settings(settings))
-        return LocalityGRPOTrainer(
+        trainer = LocalityGRPOTrainer(
             model,
             reward_funcs=resolve_reward_functions(args.agt_reward_funcs),
             args=config,
@@ -182,9 +183,13 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
             peft_config=peft_config,
             **locality,
         )
+        attach_reward_saturation_stop(trainer, args.early_stop_reward, args.early_stop_window)
+        return trainer
     from trl import SFTConfig
 
     from edit_grpo_trl.stage2.locality import LocalitySFTTrainer
+
+    refuse_sft_switches(args)
 
     config = SFTConfig(output_dir=args.output_dir, **baselines.sft_settings(settings))
     rows = baselines.sft_rows(dataset.to_list())
@@ -196,6 +201,16 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
         peft_config=peft_config,
         **locality,
     )
+
+
+def refuse_sft_switches(args) -> None:
+    """Stage-2 switches the SFT baseline cannot honour, refused rather than silently dropped."""
+    if getattr(args, "early_stop_reward", None) is not None:
+        raise RecipeError(
+            "training.early_stop_reward stops on the sampled anchor and generalization accuracies, which SFT "
+            "does not have (it samples nothing; its mean_token_accuracy is teacher-forced over anchor, "
+            "generalization and locality rows together): unset early_stop_reward for refinement: sft"
+        )
 
 
 def resume_checkpoint(requested: str | bool | None, training_dir: Path) -> str | None:
@@ -235,6 +250,7 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
 
     from edit_grpo_trl.editors.wise import prepare_wise_for_training
     from edit_grpo_trl.loading import load_causal_lm
+    from edit_grpo_trl.stage2.early_stop import early_stop_step
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
@@ -257,6 +273,7 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
     if last:
         logger.info("resuming %s from %s", recipe.refinement, last)
     result = trainer.train(resume_from_checkpoint=last)
+    stopped_at = early_stop_step(trainer)
     final = Path(layout.refined_model)
     temporary = final.with_name(final.name + ".tmp")
     if trainer.accelerator.is_main_process and temporary.exists():
@@ -279,6 +296,8 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
         "training_loss": result.training_loss,
         "train_seconds": result.metrics.get("train_runtime"),
         "resumed_from": last,
+        "early_stop_reward": args.early_stop_reward,
+        "early_stopped_at_step": stopped_at,
         **launch_facts(trainer),
     }
 
