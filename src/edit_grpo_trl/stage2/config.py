@@ -10,6 +10,7 @@ from trl import GRPOConfig
 from edit_grpo_trl.stage2.rewards import DEFAULT_REWARD_FUNCTIONS, resolve_reward_functions
 
 ANCHOR_DIRECTIONS = ("target", "anchor_samples")
+ALIGNMENT_MODES = ("cosine", "constant")
 TRAIN_SCOPES = ("all", "edited_layers", "edited_modules")
 
 # (field, smallest allowed value, whether None is allowed): the sizes and rates GRPO divides or samples by.
@@ -50,6 +51,11 @@ class EditGRPOConfig(GRPOConfig):
         anchor_direction (`str`, defaults to `"target"`):
             `"target"`: g_c is the gradient of log p(new object | anchor prompt), teacher-forced.
             `"anchor_samples"`: g_c is the mean gradient of the case's sampled anchor completions.
+        alignment_mode (`str`, defaults to `"cosine"`):
+            `"cosine"`: each generalization sample gets `lambda * cos(g_i, g_c)`. `"constant"`: a control
+            that gives every generalization sample the same bonus, `lambda` times the batch's mean cosine
+            over its generalization samples (the same mean push, no direction); the feature pass still runs
+            to measure that mean. Not combinable with `center_alignment` (the centred constant is 0).
         center_alignment (`bool`, defaults to `False`):
             Subtract each case's mean cosine (over its generalization samples) before adding the alignment
             term, so it re-ranks a case's samples rather than shifting them all. An ablation switch, off by
@@ -104,6 +110,14 @@ class EditGRPOConfig(GRPOConfig):
             "choices": list(ANCHOR_DIRECTIONS),
         },
     )
+    alignment_mode: str = field(
+        default="cosine",
+        metadata={
+            "help": "'cosine': lambda * cos(g_i, g_c) per generalization sample; 'constant': the control giving "
+            "each the batch's mean cosine times lambda (same push, no direction).",
+            "choices": list(ALIGNMENT_MODES),
+        },
+    )
     center_alignment: bool = field(
         default=False,
         metadata={
@@ -154,6 +168,15 @@ class EditGRPOConfig(GRPOConfig):
         if self.anchor_direction not in ANCHOR_DIRECTIONS:
             raise ValueError(
                 f"anchor_direction must be one of {', '.join(ANCHOR_DIRECTIONS)}; got {self.anchor_direction!r}"
+            )
+        if self.alignment_mode not in ALIGNMENT_MODES:
+            raise ValueError(
+                f"alignment_mode must be one of {', '.join(ALIGNMENT_MODES)}; got {self.alignment_mode!r}"
+            )
+        if self.alignment_mode == "constant" and self.center_alignment:
+            raise ValueError(
+                "alignment_mode 'constant' gives every generalization sample the batch's mean cosine; centring "
+                "it on its case's mean (center_alignment) would leave 0: use one or the other"
             )
         if self.train_scope not in TRAIN_SCOPES:
             raise ValueError(

@@ -36,7 +36,12 @@ from edit_grpo_trl.stage2.layer_features import (
     resolve_alignment_module,
 )
 from edit_grpo_trl.stage2.locality import LocalityLossMixin
-from edit_grpo_trl.stage2.pgaa import Role, add_alignment_term, pgaa_advantages
+from edit_grpo_trl.stage2.pgaa import (
+    Role,
+    add_alignment_term,
+    add_constant_alignment_term,
+    pgaa_advantages,
+)
 from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 from edit_grpo_trl.stage2.sampler import CaseGroupedSampler, cases_per_generation_batch
 
@@ -192,13 +197,16 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         if self.args.alignment_coef != 0:
             local_cosines = self._local_alignment_cosines(inputs, output, case_codes)
             cosines = self.accelerator.gather(local_cosines)
-            advantages = add_alignment_term(
-                advantages,
-                cosines,
-                roles,
-                self.args.alignment_coef,
-                case_index=case_index if self.args.center_alignment else None,
-            )
+            if self.args.alignment_mode == "constant":  # the control: the mean push, no direction
+                advantages = add_constant_alignment_term(advantages, cosines, roles, self.args.alignment_coef)
+            else:
+                advantages = add_alignment_term(
+                    advantages,
+                    cosines,
+                    roles,
+                    self.args.alignment_coef,
+                    case_index=case_index if self.args.center_alignment else None,
+                )
 
         local = slice(
             self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs)
