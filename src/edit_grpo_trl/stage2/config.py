@@ -32,6 +32,7 @@ _RANGES = (
     ("locality_batch_size", 1, False),
     ("num_train_epochs", 0.0, False),
     ("early_stop_window", 1, False),
+    ("null_space_threshold", 1e-30, False),
 )
 
 
@@ -81,6 +82,15 @@ class EditGRPOConfig(GRPOConfig):
             SFT, which samples nothing (`edit_grpo_trl.stage2.early_stop`).
         early_stop_window (`int`, defaults to `3`):
             Logs averaged by `early_stop_reward`.
+        null_space_projection (`bool`, defaults to `False`):
+            After every optimizer step, project the update of each edited layer's `down_proj` weight onto the
+            null space of the preserved keys (that weight's inputs over the stage-1 editor's key-statistics
+            corpus), as AlphaEdit does for edits: `W + dW` keeps `W k0` for those keys. Needs an edit manifest
+            with `mom2_dataset`; refused with LoRA, WISE, DeepSpeed and FSDP
+            (`edit_grpo_trl.stage2.null_space`). Applies alike to the GRPO and SFT baselines.
+        null_space_threshold (`float`, defaults to `0.02`):
+            Eigenvalues of the keys' second moment `E[k0 k0^T]` below this span the null space (AlphaEdit's
+            `nullspace_threshold`, same meaning and default).
         agt_reward_funcs (`list[str]`):
             AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
             `edit_grpo_trl.stage2.rewards.REWARD_FUNCTIONS`.
@@ -155,6 +165,17 @@ class EditGRPOConfig(GRPOConfig):
     early_stop_window: int = field(
         default=3, metadata={"help": "Logs averaged by early_stop_reward (those that carry both rewards)."}
     )
+    null_space_projection: bool = field(
+        default=False,
+        metadata={
+            "help": "Project every update of the edited down_proj weights onto the preserved keys' null space "
+            "(AlphaEdit's projector)."
+        },
+    )
+    null_space_threshold: float = field(
+        default=2e-2,
+        metadata={"help": "Eigenvalues of E[k0 k0^T] below this span the null space (> 0)."},
+    )
     agt_reward_funcs: list[str] = field(
         default_factory=lambda: list(DEFAULT_REWARD_FUNCTIONS),
         metadata={"help": "AGT reward functions by name (anchor_accuracy, generalization_accuracy, ...)."},
@@ -205,6 +226,10 @@ class EditGRPOConfig(GRPOConfig):
             )
         resolve_reward_functions(self.agt_reward_funcs)  # an unknown name fails here, not mid-training
         self._check_early_stop()
+        if not isinstance(self.null_space_projection, bool):
+            raise ValueError(
+                f"null_space_projection must be true or false, got {self.null_space_projection!r}"
+            )
 
     def _check_early_stop(self) -> None:
         from edit_grpo_trl.stage2.early_stop import REQUIRED_REWARD_FUNCTIONS
