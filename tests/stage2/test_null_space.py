@@ -146,7 +146,7 @@ def test_an_empty_null_space_is_refused(tmp_path, tokenizer, agt_dataset):
 def test_config_fields(tmp_path):
     config = EditGRPOConfig(output_dir=str(tmp_path), **COMMON, alignment_layer=1)
     assert config.null_space_projection is False and config.null_space_threshold == 2e-2
-    with pytest.raises(ValueError, match="null_space_threshold must be a number"):
+    with pytest.raises(ValueError, match="null_space_threshold must be a finite number > 0, got 0"):
         EditGRPOConfig(output_dir=str(tmp_path), **COMMON, alignment_layer=1, null_space_threshold=0)
     with pytest.raises(ValueError, match="null_space_projection must be true or false"):
         EditGRPOConfig(output_dir=str(tmp_path), **COMMON, alignment_layer=1, null_space_projection="yes")

@@ -32,7 +32,6 @@ _RANGES = (
     ("locality_batch_size", 1, False),
     ("num_train_epochs", 0.0, False),
     ("early_stop_window", 1, False),
-    ("null_space_threshold", 1e-30, False),
 )
 
 
@@ -226,6 +225,13 @@ class EditGRPOConfig(GRPOConfig):
             )
         resolve_reward_functions(self.agt_reward_funcs)  # an unknown name fails here, not mid-training
         self._check_early_stop()
+        threshold = self.null_space_threshold
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0 < threshold < math.inf
+        ):
+            raise ValueError(f"null_space_threshold must be a finite number > 0, got {threshold!r}")
         if not isinstance(self.null_space_projection, bool):
             raise ValueError(
                 f"null_space_projection must be true or false, got {self.null_space_projection!r}"
