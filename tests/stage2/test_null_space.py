@@ -150,3 +150,31 @@ def test_config_fields(tmp_path):
         EditGRPOConfig(output_dir=str(tmp_path), **COMMON, alignment_layer=1, null_space_threshold=0)
     with pytest.raises(ValueError, match="null_space_projection must be true or false"):
         EditGRPOConfig(output_dir=str(tmp_path), **COMMON, alignment_layer=1, null_space_projection="yes")
+
+
+def test_the_edit_manifest_names_the_keys_corpus(tmp_path, tokenizer, agt_dataset, monkeypatch):
+    """``attach_null_space`` (what ``build_trainer`` calls) reads mom2_dataset and mom2_n_samples from the
+    manifest and projects the down_proj of every layer it is given."""
+    monkeypatch.setenv("EDIT_GRPO_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "preserved.txt"
+    corpus.write_text("\n".join(PRESERVED) + "\n")
+    hyperparameters = {"layers": LAYERS, "mom2_dataset": str(corpus), "mom2_n_samples": 3}
+    manifest_template(tmp_path, "memit", "base", ["c0"], LAYERS, hyperparameters=hyperparameters)
+    model = make_model(seed=1)
+    trainer = EditGRPOTrainer(
+        model,
+        reward_funcs=[varied_reward],
+        args=EditGRPOConfig(output_dir=str(tmp_path / "out"), **COMMON, alignment_layer=1, max_steps=1),
+        train_dataset=agt_dataset,
+        processing_class=tokenizer,
+    )
+    callback = attach_null_space(trainer, LAYERS, str(tmp_path), 1e-9)
+    assert callback in trainer.callback_handler.callbacks
+    projected = [weight for weight, _ in callback.weights]
+    expected = [model.model.layers[layer].mlp.down_proj.weight for layer in LAYERS]
+    assert len(projected) == len(expected) and all(a is b for a, b in zip(projected, expected, strict=True))
+    # three texts of five words: 15 keys, so at least 48 - 15 free directions per layer, and no more than 48
+    for _, projector in callback.weights:
+        assert 33 <= round(projector.trace().item()) < 48
+    (cached,) = (tmp_path / "cache" / "stats").glob("*/*/layer1-n3-float32.pt")
+    assert cached.is_file()
