@@ -30,6 +30,7 @@ _RANGES = (
     ("save_steps", 0.0, False),
     ("locality_coef", 0.0, False),
     ("locality_batch_size", 1, False),
+    ("split_check_batches", 0, False),
     ("num_train_epochs", 0.0, False),
     ("early_stop_window", 1, False),
 )
@@ -90,6 +91,11 @@ class EditGRPOConfig(GRPOConfig):
         null_space_threshold (`float`, defaults to `0.02`):
             Eigenvalues of the keys' second moment `E[k0 k0^T]` below this span the null space (AlphaEdit's
             `nullspace_threshold`, same meaning and default).
+        split_check_batches (`int`, defaults to `0`):
+            Under a multi-process launch, recompute this many generation batches (the first ones) on one
+            process from the gathered per-row features, compare the advantages and alignment cosines every
+            process used with that computation, log the result, and stop with an error past 1e-5. A check
+            of how cases split across processes; it does nothing on one process.
         agt_reward_funcs (`list[str]`):
             AGT reward functions by name, used when the trainer gets no `reward_funcs` of its own. See
             `edit_grpo_trl.stage2.rewards.REWARD_FUNCTIONS`.
@@ -174,6 +180,13 @@ class EditGRPOConfig(GRPOConfig):
     null_space_threshold: float = field(
         default=2e-2,
         metadata={"help": "Eigenvalues of E[k0 k0^T] below this span the null space (> 0)."},
+    )
+    split_check_batches: int = field(
+        default=0,
+        metadata={
+            "help": "Multi-process runs: check this many generation batches against a one-process "
+            "recomputation of their advantages and alignment cosines (0: off)."
+        },
     )
     agt_reward_funcs: list[str] = field(
         default_factory=lambda: list(DEFAULT_REWARD_FUNCTIONS),

@@ -352,8 +352,12 @@ def launch_facts(trainer) -> dict[str, Any]:
     """How the training actually ran (not how it was asked to): DeepSpeed's ZeRO stage, precision."""
     state = trainer.accelerator.state
     plugin = getattr(state, "deepspeed_plugin", None) if trainer.is_deepspeed_enabled else None
-    return {
+    facts = {
         "deepspeed_zero_stage": plugin.zero_stage if plugin is not None else None,
         "mixed_precision": str(state.mixed_precision),
         "device": str(trainer.accelerator.device),
+        "num_processes": state.num_processes,
     }
+    if getattr(trainer, "split_checks", None):
+        facts["split_checks"] = trainer.split_checks
+    return facts
