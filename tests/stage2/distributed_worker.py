@@ -44,7 +44,9 @@ class RecordingTrainer(EditGRPOTrainer):
         return output
 
 
-def training_config(out_dir: str, per_device_train_batch_size: int = 6) -> EditGRPOConfig:
+def training_config(
+    out_dir: str, per_device_train_batch_size: int = 6, alignment_mode: str = "cosine"
+) -> EditGRPOConfig:
     """The run's settings; the test rebuilds them (one process, a batch twice as wide) to recompute."""
     return EditGRPOConfig(
         output_dir=out_dir,
@@ -62,13 +64,14 @@ def training_config(out_dir: str, per_device_train_batch_size: int = 6) -> EditG
         bf16=False,
         alignment_layer=1,
         alignment_coef=0.2,
+        alignment_mode=alignment_mode,
         split_check_batches=2,
         seed=0,
     )
 
 
-def main(out_dir: str) -> None:
-    args = training_config(out_dir)
+def main(out_dir: str, alignment_mode: str = "cosine") -> None:
+    args = training_config(out_dir, alignment_mode=alignment_mode)
     trainer = RecordingTrainer(
         make_model(seed=7),
         args=args,
@@ -83,4 +86,4 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -293,3 +293,58 @@ def test_wandb_offline_run_is_written(tmp_path, tokenizer, agt_dataset, monkeypa
     for key in ("train/pgaa/alignment_cos/mean", "train/pgaa/reward/anchor/mean"):
         assert key.encode() in record, key
     assert list(run_dir.rglob("completions_*.table.json")), "the completions table was not logged"
+
+
+@pytest.mark.parametrize("alignment_mode", ["constant", "cosine"])
+def test_alignment_mode_sets_the_bonus_the_completions_get(tmp_path, tokenizer, agt_dataset, alignment_mode):
+    """The logged advantages minus PGAA's are lambda * (batch mean cosine) on every generalization row
+    under the constant control, and differ from row to row under the cosine term."""
+    import pandas as pd
+
+    from edit_grpo_trl.stage2.pgaa import Role, pgaa_advantages
+
+    coef = 0.5
+    trainer = EditGRPOTrainer(
+        make_model(seed=5),
+        args=config(tmp_path, max_steps=1, alignment_coef=coef, alignment_mode=alignment_mode),
+        train_dataset=agt_dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    table = pd.read_parquet(next((tmp_path / "completions").glob("*.parquet")))
+    prompts = table["prompt"].tolist()
+    role_of = dict(zip(agt_dataset["prompt"], agt_dataset["role"], strict=True))
+    case_of = dict(zip(agt_dataset["prompt"], agt_dataset["case_id"], strict=True))
+    codes = {c: i for i, c in enumerate(dict.fromkeys(case_of[p] for p in prompts))}
+    reward = table[["anchor_accuracy", "generalization_accuracy", "locality_preservation"]].sum(
+        axis=1, min_count=1
+    )
+    roles = torch.tensor([int(Role.parse(role_of[p])) for p in prompts])
+    base = pgaa_advantages(
+        torch.tensor(reward.to_numpy(), dtype=torch.float32),
+        torch.tensor([codes[case_of[p]] for p in prompts]),
+        roles,
+    ).advantages
+    bonus = torch.tensor(table["advantage"].to_numpy(), dtype=torch.float32) - base
+    generalization = roles == int(Role.GENERALIZATION)
+    torch.testing.assert_close(bonus[~generalization], torch.zeros(int((~generalization).sum())))
+    (mean_cos,) = [
+        e["pgaa/alignment_cos/mean"] for e in trainer.state.log_history if "pgaa/alignment_cos/mean" in e
+    ]
+    if alignment_mode == "constant":
+        torch.testing.assert_close(
+            bonus[generalization], torch.full((int(generalization.sum()),), coef * mean_cos)
+        )
+    else:
+        assert bonus[generalization].std() > 1e-3
+        torch.testing.assert_close(
+            bonus[generalization].mean(), torch.tensor(coef * mean_cos, dtype=torch.float32)
+        )
+
+
+def test_alignment_mode_is_validated(tmp_path):
+    assert config(tmp_path).alignment_mode == "cosine"
+    with pytest.raises(ValueError, match="alignment_mode must be one of cosine, constant; got 'mean'"):
+        config(tmp_path, alignment_mode="mean")
+    with pytest.raises(ValueError, match="centring it"):
+        config(tmp_path, alignment_mode="constant", center_alignment=True)

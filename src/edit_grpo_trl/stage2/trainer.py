@@ -28,6 +28,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from edit_grpo_trl.answers import answer_completion
 from edit_grpo_trl.stage2.config import EditGRPOConfig
+from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
 from edit_grpo_trl.stage2.ghost import alignment_cosines, mask_features
 from edit_grpo_trl.stage2.layer_features import (
     capture_module_features,
@@ -35,7 +36,12 @@ from edit_grpo_trl.stage2.layer_features import (
     resolve_alignment_module,
 )
 from edit_grpo_trl.stage2.locality import LocalityLossMixin
-from edit_grpo_trl.stage2.pgaa import Role, add_alignment_term, pgaa_advantages
+from edit_grpo_trl.stage2.pgaa import (
+    Role,
+    add_alignment_term,
+    add_constant_alignment_term,
+    pgaa_advantages,
+)
 from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 from edit_grpo_trl.stage2.sampler import CaseGroupedSampler, cases_per_generation_batch
 
@@ -147,6 +153,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         }
         self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
         self._gathered_rewards_per_func: torch.Tensor | None = None
+        attach_reward_saturation_stop(self, args.early_stop_reward, args.early_stop_window)
         # The split check runs only where there is a split: several processes.
         self._split_checks_left = args.split_check_batches if self.accelerator.num_processes > 1 else 0
         self._split_check_features: tuple | None = None
@@ -202,13 +209,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         if self.args.alignment_coef != 0:
             local_cosines = self._local_alignment_cosines(inputs, output, case_codes)
             cosines = self.accelerator.gather(local_cosines)
-            advantages = add_alignment_term(
-                advantages,
-                cosines,
-                roles,
-                self.args.alignment_coef,
-                case_index=case_index if self.args.center_alignment else None,
-            )
+            advantages = self._with_alignment_term(advantages, cosines, roles, case_index)
 
         output["advantages"] = advantages[self._local_slice(len(inputs))].to(output["advantages"].dtype)
         if self._split_checks_left > 0:
@@ -217,6 +218,18 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         return output
 
     # ------------------------------------------------------------------ alignment term
+    def _with_alignment_term(self, advantages, cosines, roles, case_index) -> torch.Tensor:
+        """The advantages plus the alignment term ``alignment_mode`` names (cosine, or the constant control)."""
+        if self.args.alignment_mode == "constant":  # the control: the mean push, no direction
+            return add_constant_alignment_term(advantages, cosines, roles, self.args.alignment_coef)
+        return add_alignment_term(
+            advantages,
+            cosines,
+            roles,
+            self.args.alignment_coef,
+            case_index=case_index if self.args.center_alignment else None,
+        )
+
     def _sequence_features(
         self,
         prompt_ids: torch.Tensor,
@@ -456,13 +469,7 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
                 reference_cosines[torch.tensor([e[0] for e in everything], device=device)] = (
                     alignment_cosines(x, d, groups_all, anchor_x, anchor_d, anchor_groups).float()
                 )
-            reference = add_alignment_term(
-                result_advantages,
-                reference_cosines,
-                roles,
-                self.args.alignment_coef,
-                case_index=case_index if self.args.center_alignment else None,
-            )
+            reference = self._with_alignment_term(result_advantages, reference_cosines, roles, case_index)
             cosine_gap = (cosines.float() - reference_cosines).abs().max().item()
         else:
             reference, cosine_gap = result_advantages, 0.0
