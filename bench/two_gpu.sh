@@ -11,7 +11,7 @@
 #   bash bench/two_gpu.sh large      # Qwen3-8B shape: full fine-tuning under ZeRO-3 on 2 GPUs, LoRA under
 #                                    # DDP, and PGAA's overhead on the LoRA step (1 GPU)
 set -uo pipefail
-part=${1:?part: parity, scaling or large}
+: "${1:?parts: parity, parity-zero3, scaling, large, overhead}"
 persist=${PERSIST:-$HOME/persist}
 deadline=$((SECONDS + ${DEADLINE:-540}))
 mkdir -p "$persist"
@@ -42,6 +42,7 @@ DDP=(accelerate launch --config_file accelerate_configs/ddp.yaml --num_processes
 PARITY=(python3 bench/zero3_parity.py --recipe recipes/world-small/memit.yaml --processes 2 --batch 30
     --split-check 4 --seeds 0 1 --zero3-seeds 0 --root "$persist/parity" --out "$persist/parity.json")
 
+for part in "$@"; do
 case $part in
 parity)
     CUDA_VISIBLE_DEVICES=1 run overhead_smollm2 420 python3 bench/pgaa_overhead.py --size smollm2-135m \
@@ -49,6 +50,8 @@ parity)
         --profile --out "$persist/overhead_smollm2.json" &
     CUDA_VISIBLE_DEVICES=0 run parity_plain 480 "${PARITY[@]}" --modes plain
     wait
+    ;;
+parity-zero3)
     run parity_zero3 480 "${PARITY[@]}" --modes plain zero3
     ;;
 scaling)
@@ -56,7 +59,7 @@ scaling)
         if [ "$size" = world-small ]; then
             shape=(--batch 32 --steps-per-generation 2 --num-generations 4 --completion-length 4 --steps 12 --warmup 2)
         else
-            shape=(--batch 48 --num-generations 4 --completion-length 256 --steps 6 --warmup 2)
+            shape=(--batch 48 --num-generations 4 --completion-length 256 --steps 4 --warmup 1)
         fi
         common=(bench/step_time.py --mode full --size "$size" "${shape[@]}")
         CUDA_VISIBLE_DEVICES=0 run "step_${size}_1gpu_ddp" 150 python3 "${common[@]}" --out "$persist/step_${size}_1gpu_ddp.json"
@@ -74,15 +77,22 @@ large)
         --out "$persist/qwen3_8b_full_zero3_2gpu.json"
     run qwen3_8b_lora_ddp_2gpu 200 "${DDP[@]}" 2 bench/step_time.py --mode lora "${shape[@]}" \
         --out "$persist/qwen3_8b_lora_ddp_2gpu.json"
+    ;;
+overhead)
+    CUDA_VISIBLE_DEVICES=1 run overhead_smollm2 420 python3 bench/pgaa_overhead.py --size smollm2-135m \
+        --steps 4 --warmup 1 --rounds 1 --batch 48 --num-generations 4 --completion-length 256 --cases 64 \
+        --profile --out "$persist/overhead_smollm2.json" &
     CUDA_VISIBLE_DEVICES=0 run overhead_qwen3_8b_lora 300 python3 bench/pgaa_overhead.py --size qwen3-8b --lora \
         --gradient-checkpointing --steps 12 --warmup 6 --rounds 1 --batch 8 --steps-per-generation 6 \
         --num-generations 8 --generalization 4 --completion-length 256 --cases 64 --profile --out "$persist/overhead_qwen3_8b_lora.json"
+    wait
     ;;
 *)
     echo "unknown part $part" >&2
     exit 2
     ;;
 esac
+done
 nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv
 if [ -n "${OUT:-}" ]; then
     cp "$persist"/*.json "$OUT/" 2>/dev/null
