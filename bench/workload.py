@@ -31,7 +31,8 @@ SIZES = {
     "toy": ModelSize(hidden=64, layers=4, intermediate=192, heads=4, kv_heads=2, vocab=2000),
     # ~110M parameters: the smallest size the overhead benchmark reports
     "110m": ModelSize(hidden=768, layers=12, intermediate=2048, heads=12, kv_heads=4, vocab=32000),
-    # The small knowledge world's model (world/world.py SIZES["small"]; a word-level vocabulary of that order)
+    # The small knowledge world's layer shapes (world/world.py SIZES["small"]); its own model ties its embeddings
+    # over a 1,597-word vocabulary (26.0M parameters), this one has 4,096 words untied (29.4M)
     "world-small": ModelSize(hidden=512, layers=8, intermediate=1536, heads=8, kv_heads=4, vocab=4096),
     # SmolLM2-135M-Instruct's exact shape (a Llama with tied embeddings)
     "smollm2-135m": ModelSize(

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             checks = marker.get("split_checks") or []
             print(
                 f"{mode} seed {seed}: train {marker['seconds']:.1f} s, ZeRO stage {marker.get('deepspeed_zero_stage')}, "
-                f"{marker.get('num_processes', 1)} process(es), {len(checks)} split checks "
+                f"{marker.get('processes', 1)} process(es), {len(checks)} split checks "
                 f"({sum(c['straddling_cases'] for c in checks)} straddling cases, max |advantage diff| "
                 f"{max((c['max_abs_diff_advantage'] for c in checks), default=0):.1e})",
                 flush=True,

@@ -356,7 +356,6 @@ def launch_facts(trainer) -> dict[str, Any]:
         "deepspeed_zero_stage": plugin.zero_stage if plugin is not None else None,
         "mixed_precision": str(state.mixed_precision),
         "device": str(trainer.accelerator.device),
-        "num_processes": state.num_processes,
     }
     if getattr(trainer, "split_checks", None):
         facts["split_checks"] = trainer.split_checks
