@@ -65,6 +65,12 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
         "fluency",
     } <= metrics
     assert all(set(values) == metrics for values in points.values())
+    # the paired test over cases compares post-edit and post-refinement on every case
+    paired = json.loads((run / "report" / "report_paired.json").read_text())
+    cases = len((run / "cases.jsonl").read_text().splitlines())
+    assert (paired["before"], paired["after"]) == ("post_edit", "post_refinement")
+    assert paired["tf_reliability"]["n"] == cases
+    assert "## Paired over cases" in (run / "report" / "report.md").read_text()
     markers = {stage: (run / "stages" / f"{stage}.done.json").stat().st_mtime_ns for stage in STAGES}
     recipe_written = (run / "recipe.json").stat().st_mtime_ns
     run_pipeline(recipe(tmp_path))

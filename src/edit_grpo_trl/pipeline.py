@@ -428,7 +428,12 @@ class Pipeline:
             points[point] = json.loads(path.read_text())
         breakdown = self.layout.evaluation("post_refinement") / "locality.json"
         locality = json.loads(breakdown.read_text()) if breakdown.is_file() else None
-        table = write_report(points, self.layout.report, overwrite=True, locality=locality)
+        per_case = {}
+        for point in ("post_edit", "post_refinement"):
+            rows = self.layout.evaluation(point) / "per_case.jsonl"
+            if rows.is_file():
+                per_case[point] = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
+        table = write_report(points, self.layout.report, overwrite=True, locality=locality, per_case=per_case)
         if self.recipe.wandb.project:
             self._log_report_to_wandb(points)
         refined = self._complete_refined_model(points)

@@ -124,5 +124,6 @@ def run_eval(
             record["post"]["locality"] = {}
     (out_dir / "results.json").write_text(json.dumps(records, indent=1, ensure_ascii=False))
     (out_dir / "summary.json").write_text(json.dumps(easyedit_summary(records), indent=1))
-    markdown = write_report(points, out_dir, overwrite=True, locality=locality)
+    per_case = {"baseline": pre.per_case, "model": post.per_case} if pre is not None else None
+    markdown = write_report(points, out_dir, overwrite=True, locality=locality, per_case=per_case)
     return {"points": points, "report": markdown, "out_dir": str(out_dir)}
