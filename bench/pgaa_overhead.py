@@ -26,7 +26,14 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from workload import SIZES, make_agt_dataset, make_model, make_tokenizer, parameter_count  # noqa: E402
+from workload import (  # noqa: E402
+    SIZES,
+    make_agt_dataset,
+    make_model,
+    make_tokenizer,
+    parameter_count,
+    training_settings,
+)
 
 from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer  # noqa: E402
 from edit_grpo_trl.stage2.rewards import resolve_reward_functions  # noqa: E402
@@ -104,22 +111,8 @@ def lora_config():
 
 def run_condition(name: str, options, dataset, tokenizer, profile: bool = False) -> dict:
     on_gpu = torch.cuda.is_available()
-    common = dict(
-        output_dir=f"/tmp/pgaa_overhead/{name}",
-        per_device_train_batch_size=options.batch,
-        steps_per_generation=options.steps_per_generation,
-        num_generations=options.num_generations,
-        max_completion_length=options.completion_length,
-        max_steps=options.steps + options.warmup,
-        learning_rate=1e-6,
-        logging_steps=1000,
-        report_to="none",
-        save_strategy="no",
-        gradient_checkpointing=options.gradient_checkpointing,
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
-        seed=0,
-        disable_tqdm=True,
+    common = training_settings(
+        options, f"/tmp/pgaa_overhead/{name}", options.steps + options.warmup, logging_steps=1000
     )
     # Full fine-tuning keeps float32 weights under bf16 autocast; LoRA's frozen base is bf16, as it is trained.
     weights = dict(dtype=torch.bfloat16) if options.lora and on_gpu else {}

@@ -35,7 +35,14 @@ from accelerate.utils import gather_object
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).parent))
-from workload import SIZES, make_agt_dataset, make_model, make_tokenizer, parameter_count  # noqa: E402
+from workload import (  # noqa: E402
+    SIZES,
+    make_agt_dataset,
+    make_model,
+    make_tokenizer,
+    parameter_count,
+    training_settings,
+)
 
 from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer  # noqa: E402
 
@@ -112,23 +119,9 @@ def main(argv=None) -> None:
     # The model is built whole on each process's GPU before the config exists, so a ZeRO-3 launch partitions
     # it when the trainer starts (not through deepspeed.zero.Init, which a random build need not exercise).
     args = EditGRPOConfig(
-        output_dir=f"/tmp/step_time/{options.size}-{options.mode}",
-        per_device_train_batch_size=options.batch,
-        steps_per_generation=options.steps_per_generation,
-        num_generations=options.num_generations,
-        max_completion_length=options.completion_length,
-        max_steps=options.steps,
-        learning_rate=1e-6,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        gradient_checkpointing=options.gradient_checkpointing,
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
+        **training_settings(options, f"/tmp/step_time/{options.size}-{options.mode}", options.steps),
         alignment_layer=spec.layers // 2,
         alignment_coef=options.alignment_coef,
-        seed=0,
-        disable_tqdm=True,
     )
     peft_config = None
     if options.mode == "lora":

@@ -107,3 +107,28 @@ def make_agt_dataset(
 
 def parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def training_settings(options, output_dir: str, max_steps: int, logging_steps: int = 1) -> dict:
+    """The GRPOConfig settings every timing benchmark shares, from its batch-shape options (``batch``,
+    ``steps_per_generation``, ``num_generations``, ``completion_length``, ``gradient_checkpointing``):
+    bf16 autocast on a GPU, nothing saved or reported, a tiny learning rate (the weights barely move, so
+    every condition times the same model)."""
+    on_gpu = torch.cuda.is_available()
+    return dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=options.batch,
+        steps_per_generation=options.steps_per_generation,
+        num_generations=options.num_generations,
+        max_completion_length=options.completion_length,
+        max_steps=max_steps,
+        learning_rate=1e-6,
+        logging_steps=logging_steps,
+        report_to="none",
+        save_strategy="no",
+        gradient_checkpointing=options.gradient_checkpointing,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        seed=0,
+        disable_tqdm=True,
+    )

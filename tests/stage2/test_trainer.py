@@ -244,14 +244,16 @@ def test_training_changes_weights_and_logs_pgaa(tmp_path, tokenizer, agt_dataset
     assert any(c != 0 for c in cosines)
 
 
-def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_dataset):
+def one_logged_step(tmp_path, tokenizer, agt_dataset, **settings):
+    """One training step; returns the trainer, the logged advantages and PGAA's own advantages (no
+    alignment term) recomputed from the logged rewards, and each row's role."""
     import pandas as pd
 
     from edit_grpo_trl.stage2.pgaa import Role, pgaa_advantages
 
     trainer = EditGRPOTrainer(
         make_model(seed=5),
-        args=config(tmp_path, max_steps=1, alignment_coef=0),
+        args=config(tmp_path, max_steps=1, **settings),
         train_dataset=agt_dataset,
         processing_class=tokenizer,
     )
@@ -264,12 +266,19 @@ def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_datase
     reward = table[["anchor_accuracy", "generalization_accuracy", "locality_preservation"]].sum(
         axis=1, min_count=1
     )
-    expected = pgaa_advantages(
+    roles = torch.tensor([int(Role.parse(role_of[p])) for p in prompts])
+    baseline = pgaa_advantages(
         torch.tensor(reward.to_numpy(), dtype=torch.float32),
         torch.tensor([codes[case_of[p]] for p in prompts]),
-        torch.tensor([int(Role.parse(role_of[p])) for p in prompts]),
+        roles,
     ).advantages
-    torch.testing.assert_close(torch.tensor(table["advantage"].to_numpy(), dtype=torch.float32), expected)
+    logged = torch.tensor(table["advantage"].to_numpy(), dtype=torch.float32)
+    return trainer, logged, baseline, roles
+
+
+def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_dataset):
+    _, logged, expected, _ = one_logged_step(tmp_path, tokenizer, agt_dataset, alignment_coef=0)
+    torch.testing.assert_close(logged, expected)
 
 
 def test_wandb_offline_run_is_written(tmp_path, tokenizer, agt_dataset, monkeypatch):
@@ -299,33 +308,13 @@ def test_wandb_offline_run_is_written(tmp_path, tokenizer, agt_dataset, monkeypa
 def test_alignment_mode_sets_the_bonus_the_completions_get(tmp_path, tokenizer, agt_dataset, alignment_mode):
     """The logged advantages minus PGAA's are lambda * (batch mean cosine) on every generalization row
     under the constant control, and differ from row to row under the cosine term."""
-    import pandas as pd
-
-    from edit_grpo_trl.stage2.pgaa import Role, pgaa_advantages
+    from edit_grpo_trl.stage2.pgaa import Role
 
     coef = 0.5
-    trainer = EditGRPOTrainer(
-        make_model(seed=5),
-        args=config(tmp_path, max_steps=1, alignment_coef=coef, alignment_mode=alignment_mode),
-        train_dataset=agt_dataset,
-        processing_class=tokenizer,
+    trainer, logged, base, roles = one_logged_step(
+        tmp_path, tokenizer, agt_dataset, alignment_coef=coef, alignment_mode=alignment_mode
     )
-    trainer.train()
-    table = pd.read_parquet(next((tmp_path / "completions").glob("*.parquet")))
-    prompts = table["prompt"].tolist()
-    role_of = dict(zip(agt_dataset["prompt"], agt_dataset["role"], strict=True))
-    case_of = dict(zip(agt_dataset["prompt"], agt_dataset["case_id"], strict=True))
-    codes = {c: i for i, c in enumerate(dict.fromkeys(case_of[p] for p in prompts))}
-    reward = table[["anchor_accuracy", "generalization_accuracy", "locality_preservation"]].sum(
-        axis=1, min_count=1
-    )
-    roles = torch.tensor([int(Role.parse(role_of[p])) for p in prompts])
-    base = pgaa_advantages(
-        torch.tensor(reward.to_numpy(), dtype=torch.float32),
-        torch.tensor([codes[case_of[p]] for p in prompts]),
-        roles,
-    ).advantages
-    bonus = torch.tensor(table["advantage"].to_numpy(), dtype=torch.float32) - base
+    bonus = logged - base
     generalization = roles == int(Role.GENERALIZATION)
     torch.testing.assert_close(bonus[~generalization], torch.zeros(int((~generalization).sum())))
     (mean_cos,) = [
