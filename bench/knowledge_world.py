@@ -230,6 +230,8 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
         "edit_seconds": read(layout.marker("edit"))["seconds"],
         "wall_seconds": wall,
     }
+    final = "post_refinement" if condition.trains else "post_edit"
+    record["per_case"] = per_case_scores(layout.evaluation(final) / "per_case.jsonl")
     if condition.trains:
         train = read(layout.marker("train"))
         record["metrics"] = read(layout.evaluation("post_refinement") / "metrics.json")
@@ -240,6 +242,62 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
             record["seconds_per_step"] = runtime / train["global_step"]
         record["train_log"] = training_log_means(layout.training)
     return record
+
+
+def per_case_scores(path: Path) -> dict[str, dict[str, float]]:
+    """Each case's numeric scores at one evaluation point (``per_case.jsonl``), for paired tests over cases."""
+    if not path.is_file():
+        return {}
+    scores = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else None
+        if row:
+            scores[str(row["case_id"])] = {
+                key: value
+                for key, value in row.items()
+                if isinstance(value, int | float) and key != "case_id"
+            }
+    return scores
+
+
+def case_paired_table(rows: list[dict], metrics, compare: tuple[str, str]) -> str:
+    """Per editor: condition A - condition B over (seed, case) units, both scored on the same cases of the
+    same seed, with the sign-flip permutation test (``edit_grpo_trl.evaluation.paired``)."""
+    from edit_grpo_trl.evaluation.paired import paired_permutation_test
+
+    first, second = compare
+    by_key = {(r["editor"], r["seed"], r["condition"]): r for r in rows}
+    lines = [
+        f"| editor | {first} - {second} | units | " + " | ".join(label for _, label in metrics) + " |",
+        "| --- | --- | --- |" + " --- |" * len(metrics),
+    ]
+    for editor in sorted({r["editor"] for r in rows}):
+        seeds = sorted(
+            seed
+            for (e, seed, c) in by_key
+            if e == editor and c == first and by_key.get((editor, seed, second), {}).get("per_case")
+        )
+        cells, units = [], 0
+        for metric, _ in metrics:
+            differences = []
+            for seed in seeds:
+                a = by_key[(editor, seed, first)].get("per_case", {})
+                b = by_key[(editor, seed, second)]["per_case"]
+                differences += [
+                    a[case][metric] - b[case][metric]
+                    for case in a
+                    if case in b and metric in a[case] and metric in b[case]
+                ]
+            if not differences:
+                cells.append("-")
+                continue
+            test = paired_permutation_test(differences)
+            units = max(units, test.n)
+            scale = 1 if metric == "fluency" else 100
+            cells.append(f"{scale * test.mean:+.1f} (p {test.p_value:.2g})")
+        if seeds:
+            lines.append(f"| {editor} | {len(seeds)} seeds | {units} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 TRAIN_LOG_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "loss")
@@ -527,6 +585,12 @@ def command_report(options) -> int:
     if options.match == "contains":
         table += "\n\nPaired differences, per seed against stage 1 (mean ± std over seeds):\n\n"
         table += paired_differences(rows, metrics)
+    for first, second in options.compare or []:
+        table += (
+            f"\n\n{first} - {second}, paired over cases (each seed's cases; per-case scores; mean difference "
+            "and the two-sided sign-flip permutation p-value; metrics no case holds are left '-'):\n\n"
+        )
+        table += case_paired_table(rows, metrics, (first, second))
     print(table)
     if options.out:
         out = Path(options.out)
@@ -581,6 +645,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(METRIC_SETS),
         default="exact",
         help="exact: greedy exact match (the world); contains: a real model's free answers, with fluency",
+    )
+    report.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="condition A - condition B paired over cases (rows recorded with per-case scores); repeatable",
     )
     return parser
 

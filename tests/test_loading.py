@@ -1,4 +1,4 @@
-"""One model loader: the recipe's TRL-ModelConfig-shaped ``model`` section and ``lora`` straight into peft."""
+"""One model loader: the recipe's ``model`` section is a TRL ModelConfig, and ``lora`` goes straight into peft."""
 
 import pytest
 import torch
@@ -53,8 +53,46 @@ def test_model_section_becomes_from_pretrained_kwargs():
     assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
     assert quantization.bnb_4bit_compute_dtype == torch.bfloat16
     assert model_init_kwargs(recipe.model, device="cpu")["dtype"] == "float32"
-    with pytest.raises(RecipeError, match="exclusive"):
+    # "auto" names no torch dtype: 4-bit layers then compute in bitsandbytes' default
+    auto = load_recipe(None, ["--model.dtype", "auto", "--model.load_in_4bit", "true"])
+    assert model_init_kwargs(auto.model)["quantization_config"].bnb_4bit_compute_dtype == torch.float32
+    assert "quantization_config" not in model_init_kwargs(load_recipe(None, []).model)
+    with pytest.raises(RecipeError, match="8 bit and 4 bit"):  # TRL's own check
         load_recipe(None, ["--model.load_in_4bit", "true", "--model.load_in_8bit", "true"])
+
+
+def test_model_section_is_trl_model_config():
+    from trl import ModelConfig
+
+    model = load_recipe(None, ["--model.model_revision", "v2"]).model
+    assert isinstance(model, ModelConfig) and model.model_name_or_path == "world:tiny"
+    # every loading default is TRL's
+    for name in (
+        "model_revision",
+        "dtype",
+        "attn_implementation",
+        "bnb_4bit_quant_type",
+        "use_bnb_nested_quant",
+    ):
+        assert getattr(load_recipe(None, []).model, name) == getattr(ModelConfig(), name)
+    assert model_init_kwargs(model)["revision"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--model.name_or_path", "x"], "'name_or_path': it is now 'model_name_or_path'"),
+        (["--model.lora_r", "8"], "'lora_r': LoRA has its own section: set lora.r"),
+        (["--model.use_peft", "true"], "set lora.enabled"),
+        (["--model.dtpye", "float32"], "unknown key 'dtpye'. Did you mean 'dtype'"),
+        (["--model.dtype", "float64"], "dtype must be one of auto, bfloat16, float16, float32"),
+        (["--model.bnb_4bit_quant_type", "int4"], "bnb_4bit_quant_type must be one of fp4, nf4"),
+        (["--model.model_name_or_path", "' '"], "model_name_or_path must name a model"),
+    ],
+)
+def test_model_keys_are_model_config_loading_fields(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, override)
 
 
 def test_lora_goes_straight_into_peft():
@@ -65,18 +103,38 @@ def test_lora_goes_straight_into_peft():
             "true",
             "--lora.target_modules",
             '["down_proj"]',
-            "--lora.options",
-            '{"layers_to_transform": [1], "use_dora": true}',
+            "--lora.layers_to_transform",
+            "[1]",
+            "--lora.use_dora",
+            "true",
         ],
     )
     config = lora_config(recipe.lora)
     assert config.target_modules == {"down_proj"} and config.layers_to_transform == [1] and config.use_dora
+    assert (config.r, config.lora_alpha, config.task_type) == (16, 32, "CAUSAL_LM")  # the project's defaults
     assert lora_config(load_recipe(None, []).lora) is None  # LoRA off
-    recipe.lora.options, recipe.lora.target_modules = {}, [ALL_LINEAR]
-    assert lora_config(recipe.lora).target_modules == ALL_LINEAR  # peft reads it only as a string
-    recipe.lora.options = {"layer_to_transform": [1]}
-    with pytest.raises(ValueError, match="no field 'layer_to_transform'. Did you mean 'layers_to_transform'"):
-        lora_config(recipe.lora)
-    recipe.lora.options = {"lora_alpha": 8}
-    with pytest.raises(ValueError, match="set it as lora.alpha"):
-        lora_config(recipe.lora)
+    everything = load_recipe(None, ["--lora.enabled", "true", "--lora.target_modules", f"[{ALL_LINEAR}]"])
+    assert lora_config(everything.lora).target_modules == ALL_LINEAR  # peft reads it only as a string
+    # scoped fields (the train scope's) take the place of the recipe's
+    assert lora_config(recipe.lora, layers_to_transform=[0]).layers_to_transform == [0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            ["--lora.layer_to_transform", "[1]"],
+            "unknown key 'layer_to_transform'. Did you mean 'layers_to_transform'",
+        ),
+        (["--lora.enable", "true"], "unknown key 'enable'. Did you mean 'enabled'"),
+        (["--lora.alpha", "8"], "'alpha': it is now 'lora_alpha'"),
+        (["--lora.dropout", "0.1"], "'dropout': it is now 'lora_dropout'"),
+        (["--lora.options", "{use_dora: true}"], "'options': it is gone"),
+        (["--lora.task_type", "SEQ_CLS"], "'task_type': it is always CAUSAL_LM"),
+        (["--lora.lora_dropout", "1.5"], r"lora_dropout must be in \[0, 1\)"),
+        (["--lora.target_modules", "q_proj"], "target_modules must be a non-empty list"),
+    ],
+)
+def test_lora_keys_are_loraconfig_fields(override, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(None, override)

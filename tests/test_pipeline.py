@@ -65,6 +65,12 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
         "fluency",
     } <= metrics
     assert all(set(values) == metrics for values in points.values())
+    # the paired test over cases compares post-edit and post-refinement on every case
+    paired = json.loads((run / "report" / "report_paired.json").read_text())
+    cases = len((run / "cases.jsonl").read_text().splitlines())
+    assert (paired["before"], paired["after"]) == ("post_edit", "post_refinement")
+    assert paired["tf_reliability"]["n"] == cases
+    assert "## Paired over cases" in (run / "report" / "report.md").read_text()
     markers = {stage: (run / "stages" / f"{stage}.done.json").stat().st_mtime_ns for stage in STAGES}
     recipe_written = (run / "recipe.json").stat().st_mtime_ns
     run_pipeline(recipe(tmp_path))
@@ -185,3 +191,12 @@ def test_seeds_of_one_condition_share_a_wandb_group(tmp_path, tiny_world, monkey
 def test_a_world_model_is_named_by_size_not_by_folder(tmp_path):
     with pytest.raises(RecipeError, match="give the folder itself"):
         resolve_model_path(f"world:{tmp_path}")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_evaluation_progress_bars_follow_the_recipe(tmp_path, tiny_world, capfd, progress):
+    pipeline = Pipeline(recipe(tmp_path, "--evaluation.progress", str(progress).lower()))
+    pipeline.stage_cases()
+    capfd.readouterr()
+    pipeline.stage_evaluate("pre_edit", pipeline.base_model_path)
+    assert ("evaluate: teacher-forced" in capfd.readouterr().err) is progress

@@ -73,7 +73,7 @@ def test_a_stage_that_fails_on_the_main_process_stops_every_process(tmp_path):
         RECIPE,
         "--output-dir",
         str(tmp_path / "run"),
-        "--model.name_or_path",
+        "--model.model_name_or_path",
         "absent-org/absent-model",
         "--data.source",
         str(tmp_path / "absent.json"),

@@ -25,7 +25,7 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 
 def recipe(model: Path, run: Path, **sections):
     overrides = {
-        "model": {"name_or_path": str(model)},
+        "model": {"model_name_or_path": str(model)},
         "data": {"source": str(DATA)},
         "editor": {"overrides": {"layers": [1]}},
         "output_dir": str(run),
@@ -160,3 +160,28 @@ def test_a_wise_model_refuses_lora_and_a_train_scope(tiny_qwen3, tmp_path):
     assert "training.train_scope: a WISE model" in message
     # LoRA on a ROME run is not refused for WISE's reasons
     Pipeline(recipe(tiny_qwen3, tmp_path / "rome", lora={"enabled": True}))
+
+
+def test_early_stop_is_refused_for_sft_only(tiny_qwen3, tmp_path):
+    message = refused(tiny_qwen3, tmp_path / "run", refinement="sft", training={"early_stop_reward": 0.9})
+    assert "training.early_stop_reward: stops on the sampled anchor" in message
+    Pipeline(recipe(tiny_qwen3, tmp_path / "grpo", refinement="grpo", training={"early_stop_reward": 0.9}))
+    assert "early_stop_reward is a share" in refused(
+        tiny_qwen3, tmp_path / "run", training={"early_stop_reward": 2}
+    )
+
+
+def test_null_space_projection_is_refused_where_it_cannot_work(tiny_qwen3, tmp_path, monkeypatch):
+    on = {"null_space_projection": True}
+    Pipeline(recipe(tiny_qwen3, tmp_path / "rome", training=on))  # ROME names its key-statistics corpus
+    message = refused(tiny_qwen3, tmp_path / "run", training=on, lora={"enabled": True})
+    assert "training.null_space_projection: a LoRA update" in message
+    message = refused(tiny_qwen3, tmp_path / "run", training=on, editor={"name": "none"})
+    assert "training.null_space_projection: there is no stage-1 edit" in message
+    message = refused(tiny_qwen3, tmp_path / "run", training=on, editor={"name": "ft", "hparams": None})
+    assert "editor 'ft' computes no key statistics" in message
+    message = refused(tiny_qwen3, tmp_path / "run", training=on, editor={"name": "wise", "hparams": None})
+    assert "training.null_space_projection: a WISE model" in message
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert "under deepspeed" in refused(tiny_qwen3, tmp_path / "run", training=on)
+    Pipeline(recipe(tiny_qwen3, tmp_path / "off"))  # the switch off: DeepSpeed is none of its business

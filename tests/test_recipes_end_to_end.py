@@ -81,7 +81,7 @@ def overrides_for(
 ) -> dict:
     editor = recipe_path.stem
     overrides = {
-        "model": {"name_or_path": str(models[ARCHITECTURE[recipe_path.parent.name]])},
+        "model": {"model_name_or_path": str(models[ARCHITECTURE[recipe_path.parent.name]])},
         "data": {"source": str(data_file)},
         "editor": {"overrides": {"layers": LAYERS[editor]}},
         "training": {"max_steps": 2},

@@ -139,7 +139,7 @@ def _run_eval(options, overrides: list[str]) -> int:
     from pathlib import Path
 
     from edit_grpo_trl.data.formats import load_edit_cases
-    from edit_grpo_trl.evaluation.run import eval_config, run_eval
+    from edit_grpo_trl.evaluation.run import run_eval
     from edit_grpo_trl.pipeline import _device, load_model, resolve_model_path
 
     recipe = load_recipe(options.config, overrides)
@@ -149,7 +149,7 @@ def _run_eval(options, overrides: list[str]) -> int:
     def load(path: str):
         return load_model(resolve_model_path(path, device=_device(recipe)), recipe)
 
-    result = run_eval(load, options.model, cases, eval_config(recipe.evaluation), out_dir, options.baseline)
+    result = run_eval(load, options.model, cases, recipe.evaluation, out_dir, options.baseline)
     print(result["report"])
     print(f"\nreport: {Path(out_dir) / 'report.md'}")
     return 0

@@ -1,20 +1,21 @@
-"""One model loader for the stages that load a causal LM: the recipe's ``model`` section, shaped like TRL's
-``ModelConfig``, becomes the keyword arguments ``from_pretrained`` gets (TRL's ``model_init_kwargs``).
+"""One model loader for the stages that load a causal LM: the recipe's ``model`` section, a TRL
+``ModelConfig`` (:class:`edit_grpo_trl.recipe.ModelSettings`), becomes the keyword arguments
+``from_pretrained`` gets (TRL's ``model_init_kwargs``).
 
-``model:`` keys: ``name_or_path``, ``dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``),
-``attn_implementation``, ``model_revision``, ``trust_remote_code``, and quantization as TRL spells it:
-``load_in_4bit`` / ``load_in_8bit`` with ``bnb_4bit_quant_type`` and ``use_bnb_nested_quant`` (bitsandbytes).
-On a CPU-only machine half precision becomes float32 (half-precision matmuls there are several times slower).
+``model:`` keys are ``ModelConfig``'s loading fields: ``model_name_or_path``, ``model_revision``, ``dtype``
+(``auto``, ``float32``, ``bfloat16``, ``float16``), ``attn_implementation``, ``trust_remote_code``, and
+quantization as TRL spells it: ``load_in_4bit`` / ``load_in_8bit`` with ``bnb_4bit_quant_type``,
+``use_bnb_nested_quant`` and ``bnb_4bit_quant_storage`` (bitsandbytes); plus ``device``. On a CPU-only
+machine half precision becomes float32 (half-precision matmuls there are several times slower).
 
-``lora:`` goes straight into ``peft.LoraConfig``: ``r``, ``alpha``, ``dropout`` and ``target_modules``
-(``[all-linear]`` included), and under ``options`` any other ``LoraConfig`` field (``layers_to_transform``,
-``use_dora``, ``use_rslora``, ``modules_to_save``, ...), each checked against ``LoraConfig`` by name.
-"""
+``lora:`` goes straight into ``peft.LoraConfig``: besides ``enabled``, every key is a ``LoraConfig`` field by
+its own name (``r``, ``lora_alpha``, ``lora_dropout``, ``target_modules`` with ``[all-linear]`` included,
+``layers_to_transform``, ``use_dora``, ``use_rslora``, ``modules_to_save``, ...), checked against
+``LoraConfig`` by name when the recipe is read (:class:`edit_grpo_trl.recipe.LoraSettings`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 from typing import Any
 
@@ -46,36 +47,26 @@ def source_dtype(config) -> torch.dtype | None:
 
 
 def model_init_kwargs(settings, device: str | None = None) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments (TRL's ``model_init_kwargs``) from a recipe's ``model`` section."""
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(settings.dtype, device)}
+    """``from_pretrained`` keyword arguments (TRL's ``model_init_kwargs``) from a recipe's ``model`` section,
+    a ``trl.ModelConfig``; the bitsandbytes config is TRL's own (``get_quantization_config``)."""
+    from trl import get_quantization_config
+
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(settings.dtype, device),
+        "revision": settings.model_revision,
+    }
     if settings.attn_implementation:
         kwargs["attn_implementation"] = settings.attn_implementation
-    if getattr(settings, "model_revision", None):
-        kwargs["revision"] = settings.model_revision
-    if getattr(settings, "trust_remote_code", False):
+    if settings.trust_remote_code:
         kwargs["trust_remote_code"] = True
-    quantization = quantization_config(settings)
+    # TRL computes 4-bit layers in the recipe's dtype, which must name a torch dtype: "auto" leaves
+    # bitsandbytes its default (float32)
+    quantization = get_quantization_config(
+        dataclasses.replace(settings, dtype=None) if settings.dtype == "auto" else settings
+    )
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     return kwargs
-
-
-def quantization_config(settings):
-    """A ``BitsAndBytesConfig`` for ``load_in_4bit`` / ``load_in_8bit``, as TRL's ``get_quantization_config``."""
-    if getattr(settings, "load_in_4bit", False):
-        from transformers import BitsAndBytesConfig
-
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_compute_dtype=getattr(torch, settings.dtype) if settings.dtype in HALF else None,
-            bnb_4bit_quant_type=settings.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=settings.use_bnb_nested_quant,
-        )
-    if getattr(settings, "load_in_8bit", False):
-        from transformers import BitsAndBytesConfig
-
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
 
 
 def load_tokenizer(path: str, settings=None):
@@ -83,10 +74,10 @@ def load_tokenizer(path: str, settings=None):
     from transformers import AutoTokenizer
 
     kwargs: dict[str, Any] = {}
-    if settings is not None and getattr(settings, "model_revision", None):
+    if settings is not None:
         kwargs["revision"] = settings.model_revision
-    if settings is not None and getattr(settings, "trust_remote_code", False):
-        kwargs["trust_remote_code"] = True
+        if settings.trust_remote_code:
+            kwargs["trust_remote_code"] = True
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -110,25 +101,15 @@ def load_causal_lm(path: str, settings, device: str | None = None, place: bool =
 
 
 def lora_config(lora, **scoped):
-    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off); ``scoped`` fields
-    (the train scope's ``target_modules`` / ``layers_to_transform``) take the place of the recipe's."""
+    """``peft.LoraConfig`` from a recipe's ``lora`` section (None when LoRA is off): its fields as the recipe
+    names them; ``scoped`` fields (the train scope's ``target_modules`` / ``layers_to_transform``) take the
+    place of the recipe's."""
     if not lora.enabled:
         return None
     from peft import LoraConfig
 
+    fields = {**lora.config, **scoped}
     # peft reads "all-linear" only as a string; in a list it would be a module's name
-    targets = ALL_LINEAR if list(lora.target_modules) == [ALL_LINEAR] else list(lora.target_modules)
-    options = dict(getattr(lora, "options", None) or {})
-    valid = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
-    named = {"r", "lora_alpha", "lora_dropout", "target_modules", "task_type"}
-    for key in options:
-        if key in named:
-            raise ValueError(f"lora.options.{key}: set it as lora.{key.removeprefix('lora_')} instead")
-        if key not in valid:
-            nearest = difflib.get_close_matches(key, sorted(valid), n=1)
-            hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
-            raise ValueError(f"lora.options.{key}: peft.LoraConfig has no field {key!r}.{hint}")
-    fields = {"target_modules": targets, **options, **scoped}
-    return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM", **fields
-    )
+    if list(fields.get("target_modules") or ()) == [ALL_LINEAR]:
+        fields["target_modules"] = ALL_LINEAR
+    return LoraConfig(task_type="CAUSAL_LM", **fields)

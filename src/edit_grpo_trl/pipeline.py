@@ -62,7 +62,7 @@ def resolve_model_path(name_or_path: str, device: str | None = None) -> str:
         spec = parse_world_spec(name_or_path)
         if spec.folder is not None:
             raise RecipeError(
-                f"model.name_or_path {name_or_path!r}: a world model is named world:<size>[:<seed>]; "
+                f"model.model_name_or_path {name_or_path!r}: a world model is named world:<size>[:<seed>]; "
                 f"for a world model folder, give the folder itself: {str(spec.folder)!r}"
             )
         return str(ensure_world_model(spec.size, seed=spec.seed, device=device))
@@ -127,7 +127,7 @@ class Pipeline:
         return self.cases() if self._done("cases") else self._load_source_cases()
 
     def _resolve_model(self) -> str:
-        path = resolve_model_path(self.recipe.model.name_or_path, self.recipe.model.device)
+        path = resolve_model_path(self.recipe.model.model_name_or_path, self.recipe.model.device)
         check_output_dir(self.layout.root, path)
         return path
 
@@ -326,13 +326,13 @@ class Pipeline:
         return {"editor": editor.name, "result": result if isinstance(result, dict) else str(result)}
 
     def stage_evaluate(self, point: str, model_path: str) -> dict[str, Any]:
-        from edit_grpo_trl.evaluation.run import eval_config, evaluate_checkpoint
+        from edit_grpo_trl.evaluation.run import evaluate_checkpoint
 
         result = evaluate_checkpoint(
             partial(load_model, recipe=self.recipe),
             model_path,
             self.cases(),
-            eval_config(self.recipe.evaluation),
+            self.recipe.evaluation,
             self.layout.evaluation(point),
             baseline=self._baseline(),
             easyedit_phase="pre" if point == "pre_edit" else "post",
@@ -350,19 +350,9 @@ class Pipeline:
     def stage_agt_data(self) -> dict[str, Any]:
         import datasets
 
-        from edit_grpo_trl.data.agt import AGTDataConfig, agt_features, build_agt_records
+        from edit_grpo_trl.data.agt import agt_features, build_agt_records
 
-        data = self.recipe.data
-        config = AGTDataConfig(
-            num_generalization=data.num_generalization,
-            num_locality=data.num_locality,
-            prompt_style=data.prompt_style,
-            locality_answers=data.locality_answers,
-            answer_match=data.answer_match,
-            seed=data.seed,
-            on_missing=data.on_missing,
-            locality_pool_size=data.locality_pool_size,
-        )
+        data = self.recipe.data  # an AGTDataConfig, plus where the cases came from
         model = tokenizer = None
         if data.locality_answers == "model" or data.prompt_style == "chat" or data.train_prompts.needs_model:
             model, tokenizer = load_model(self.base_model_path, self.recipe)  # the PRE-edit model
@@ -370,7 +360,7 @@ class Pipeline:
         summary: dict[str, Any] = {}
         if data.train_prompts.enabled:
             cases, summary["train_prompts"] = self._training_pools(cases, model, tokenizer)
-        records = build_agt_records(cases, config, tokenizer=tokenizer, model=model)
+        records = build_agt_records(cases, data, tokenizer=tokenizer, model=model)
         dataset = datasets.Dataset.from_list(records.rows, features=agt_features(data.prompt_style))
         if self.layout.agt_dataset.exists():
             shutil.rmtree(self.layout.agt_dataset)
@@ -438,7 +428,12 @@ class Pipeline:
             points[point] = json.loads(path.read_text())
         breakdown = self.layout.evaluation("post_refinement") / "locality.json"
         locality = json.loads(breakdown.read_text()) if breakdown.is_file() else None
-        table = write_report(points, self.layout.report, overwrite=True, locality=locality)
+        per_case = {}
+        for point in ("post_edit", "post_refinement"):
+            rows = self.layout.evaluation(point) / "per_case.jsonl"
+            if rows.is_file():
+                per_case[point] = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
+        table = write_report(points, self.layout.report, overwrite=True, locality=locality, per_case=per_case)
         if self.recipe.wandb.project:
             self._log_report_to_wandb(points)
         refined = self._complete_refined_model(points)
@@ -459,7 +454,7 @@ class Pipeline:
         manifest = Path(self.edited_model_path) / MANIFEST_NAME
         recipe = self.recipe
         card = model_card(
-            recipe.model.name_or_path,
+            recipe.model.model_name_or_path,
             recipe.editor.name,
             recipe.refinement,
             self.cases(),

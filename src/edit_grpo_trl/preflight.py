@@ -138,16 +138,82 @@ def _check_training(recipe: PipelineRecipe, meta_model, output_dir: Path, result
             resolve_alignment_module(meta_model, args.alignment_layer, args.alignment_module)
         except ValueError as error:
             result.fail("training.alignment_layer / alignment_module", error)
-    rows_per_case = 1 + recipe.data.num_generalization + recipe.data.num_locality
-    prompts_per_batch = args.generation_batch_size // args.num_generations
-    if prompts_per_batch % rows_per_case:
+    from edit_grpo_trl.stage2.sampler import CaseBatchError, cases_per_generation_batch
+
+    # The trainer's own arithmetic, on as many cases as one generation batch could hold: only the batch's
+    # shape is checked here (how many cases the data yields is the data check's).
+    case_ids = [
+        case for case in range(max(1, args.generation_batch_size)) for _ in range(recipe.data.rows_per_case)
+    ]
+    try:
+        cases_per_generation_batch(case_ids, args.generation_batch_size, args.num_generations)
+    except CaseBatchError as error:
         result.fail(
-            "training",
-            f"a generation batch holds {prompts_per_batch} prompts (generation_batch_size="
-            f"{args.generation_batch_size} / num_generations={args.num_generations}), not a whole number of cases "
-            f"of {rows_per_case} prompts (1 anchor + data.num_generalization + data.num_locality); make "
-            f"per_device_train_batch_size x steps_per_generation a multiple of {rows_per_case * args.num_generations}",
+            "training", f"{error} A case is 1 anchor + data.num_generalization + data.num_locality prompts."
         )
+
+
+def _check_early_stop(recipe: PipelineRecipe, result: Preflight) -> None:
+    """``training.early_stop_reward`` needs sampled rewards: the SFT baseline has none."""
+    if recipe.training.get("early_stop_reward") is not None and recipe.refinement == "sft":
+        result.fail(
+            "training.early_stop_reward",
+            "stops on the sampled anchor and generalization accuracies, which refinement: sft does not have "
+            "(it samples nothing; its mean_token_accuracy is teacher-forced over every row): unset it for sft",
+        )
+
+
+def _check_null_space(recipe: PipelineRecipe, result: Preflight) -> None:
+    """``training.null_space_projection`` needs edited ``down_proj`` weights, their key-statistics corpus, and
+    an optimizer that steps the model's own weights (``edit_grpo_trl.stage2.null_space``)."""
+    import dataclasses
+    import os
+
+    if recipe.training.get("null_space_projection") is not True:
+        return
+    what = "training.null_space_projection"
+    editor = recipe.editor
+    if editor.name == "none":
+        result.fail(what, "there is no stage-1 edit (editor: none), so no edited weight to protect")
+    elif editor.name == "external" and editor.checkpoint:
+        from edit_grpo_trl.editors.checkpoint import load_edited, wise_manifest_section
+
+        try:
+            hyperparameters = load_edited(editor.checkpoint).manifest.hyperparameters
+        except Exception:  # _check_editor names the checkpoint's own problem
+            hyperparameters = {}
+        if wise_manifest_section(editor.checkpoint):
+            result.fail(what, "a WISE model's edited down_proj is a routed side memory; set it to false")
+        elif not hyperparameters.get("mom2_dataset"):
+            result.fail(
+                what, "the checkpoint's edit manifest names no mom2_dataset to take the preserved keys from"
+            )
+    elif editor.name != "external":
+        from edit_grpo_trl.editors.registry import editor_class
+
+        try:
+            fields = {f.name for f in dataclasses.fields(editor_class(editor.name).hparams_class)}
+        except Exception:  # an unknown editor: _check_editor names it
+            fields = {"mom2_dataset"}
+        if editor.name == "wise":
+            result.fail(what, "a WISE model's edited down_proj is a routed side memory; set it to false")
+        elif "mom2_dataset" not in fields:
+            result.fail(
+                what, f"editor {editor.name!r} computes no key statistics (mom2_dataset) to project with"
+            )
+    if recipe.lora.enabled:
+        result.fail(what, "a LoRA update B A is not a free matrix to project: set lora.enabled: false")
+    launched = {
+        name: os.environ.get(f"ACCELERATE_USE_{name.upper()}", "").lower() in ("1", "true")
+        for name in ("deepspeed", "fsdp")
+    }
+    for name in ("deepspeed", "fsdp"):
+        if recipe.training.get(name) or launched[name]:
+            result.fail(
+                what,
+                f"under {name} the optimizer steps a master or sharded copy of the weights that would undo the "
+                "projection: launch with plain DDP, or set it to false",
+            )
 
 
 def _check_lora(recipe: PipelineRecipe, meta_model, result: Preflight) -> None:
@@ -263,6 +329,8 @@ def _check_model_settings(recipe, config, model_path: str, layout, done, result:
     if not done("train"):
         _check_wise_stage2(recipe, result)
         _check_training(recipe, meta_model, layout.training, result)
+        _check_early_stop(recipe, result)
+        _check_null_space(recipe, result)
         _check_lora(recipe, meta_model, result)
 
 
@@ -284,7 +352,7 @@ def check_run(
     try:
         config = _model_config(model_path)
     except Exception as error:  # no such folder or Hub id, or no network: the data is still checked below
-        result.fail("model.name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
+        result.fail("model.model_name_or_path", f"cannot read the model's config at {model_path!r}: {error}")
         config = None
     if config is not None:
         _check_model_settings(recipe, config, model_path, layout, done, result)

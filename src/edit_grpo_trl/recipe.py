@@ -1,9 +1,11 @@
 """Recipes: one YAML file per model and editor, mapped onto typed settings dataclasses.
 
-A recipe has the sections ``model``, ``data`` (with ``data.train_prompts``, the training-prompt pool:
-:mod:`edit_grpo_trl.data.train_prompts`), ``editor``, ``training`` (the fields of
-:class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation`` (an
-:class:`~edit_grpo_trl.evaluation.config.EvalConfig`), ``lora`` and ``wandb``, plus ``refinement``
+A recipe has the sections ``model`` (TRL's ``ModelConfig``: :class:`ModelSettings`), ``data`` (an
+:class:`~edit_grpo_trl.data.agt_config.AGTDataConfig` plus where the cases come from, with
+``data.train_prompts``, the training-prompt pool: :mod:`edit_grpo_trl.data.train_prompts`), ``editor``,
+``training`` (the fields of :class:`~edit_grpo_trl.stage2.config.EditGRPOConfig`), ``evaluation`` (an
+:class:`~edit_grpo_trl.evaluation.config.EvalConfig`), ``lora`` (``enabled`` plus ``peft.LoraConfig``'s
+fields: :class:`LoraSettings`) and ``wandb``, plus ``refinement``
 (``edit_grpo``, or the baselines ``grpo`` and ``sft``: :mod:`edit_grpo_trl.stage2.baselines`) and
 ``output_dir``. As with TRL's ``TrlParser``, the YAML gives the defaults and the command line overrides
 them: ``--training.learning_rate 1e-5`` or ``--editor.name memit``. An unknown key is an error that names
@@ -13,15 +15,19 @@ key and the range, raised when the recipe is read, before any stage runs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+
+# the module alone holds only dataclasses: importing it costs nothing like `import trl`
+from trl.trainer.model_config import ModelConfig
 
 from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.train_prompts import TrainPromptsConfig
@@ -32,9 +38,6 @@ class RecipeError(ValueError):
     """A recipe file or override is malformed."""
 
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-PROMPT_STYLES = ("plain", "chat")
-LOCALITY_ANSWERS = ("model", "dataset")
 EDIT_MODES = ("sequential", "batch")
 
 
@@ -76,72 +79,88 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-@dataclass
-class ModelSettings:
-    """The starting model: a Hub id, a local folder, or ``world:<size>[:<seed>]`` for the knowledge world."""
+def _trl_peft_fields() -> dict[str, str]:
+    """TRL ModelConfig's PEFT fields, each with the lora-section key that sets it here."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    peft = {name for name in names if name.startswith("lora_")} | {"use_peft", "use_rslora", "use_dora"}
+    keep = {"lora_alpha", "lora_dropout"}  # the same name in peft.LoraConfig
+    return {
+        name: "enabled" if name == "use_peft" else name if name in keep else name.removeprefix("lora_")
+        for name in names & peft
+    }
 
-    name_or_path: str = "world:tiny"
-    dtype: str = "float32"
-    attn_implementation: str | None = None
+
+@dataclass
+class ModelSettings(ModelConfig):
+    """The starting model: TRL's ``ModelConfig`` loading fields, by TRL's names (``model_name_or_path``,
+    ``model_revision``, ``dtype``, ``attn_implementation``, ``load_in_4bit`` / ``load_in_8bit``,
+    ``bnb_4bit_quant_type``, ``use_bnb_nested_quant``, ...), plus ``device`` and ``trust_remote_code``. Its PEFT
+    fields are not keys here: LoRA has its own section. ``model_name_or_path`` is a Hub id, a local folder,
+    or ``world:<size>[:<seed>]`` for the knowledge world."""
+
+    model_name_or_path: str = "world:tiny"  # TRL has no default model; the tiny world runs anywhere
     device: str | None = None  # None: CUDA when available, else CPU
-    # TRL ModelConfig's loading keys (edit_grpo_trl.loading): revision, remote code, bitsandbytes
-    model_revision: str | None = None
+    # Not a ModelConfig field in this TRL; from_pretrained (and the tokenizer) still take it.
     trust_remote_code: bool = False
-    load_in_4bit: bool = False
-    load_in_8bit: bool = False
-    bnb_4bit_quant_type: str = "nf4"
-    use_bnb_nested_quant: bool = False
+
+    # A key a recipe may not give, with the reason (the section's old names included).
+    REFUSED: ClassVar[dict[str, str]] = {
+        "name_or_path": "it is now 'model_name_or_path' (TRL ModelConfig's name for it)",
+        **{
+            name: f"LoRA has its own section: set lora.{key}"
+            for name, key in _trl_peft_fields().items()
+            if name != "lora_task_type"
+        },
+        "lora_task_type": "LoRA has its own section, whose task is always CAUSAL_LM",
+    }
+
+    @classmethod
+    def recipe_keys(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)} - set(cls.REFUSED)
+
+    def to_section(self) -> dict[str, Any]:
+        """The section as a recipe writes it (recipe.json, W&B): without ModelConfig's PEFT fields."""
+        keys = self.recipe_keys()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in keys}
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
-            raise ValueError(f"name_or_path must name a model, got {self.name_or_path!r}")
-        _one_of("dtype", self.dtype, DTYPES)
-        if self.load_in_4bit and self.load_in_8bit:
-            raise ValueError("load_in_4bit and load_in_8bit are exclusive: choose one")
-        _one_of("bnb_4bit_quant_type", self.bnb_4bit_quant_type, ("nf4", "fp4"))
+        if not isinstance(self.model_name_or_path, str) or not self.model_name_or_path.strip():
+            raise ValueError(f"model_name_or_path must name a model, got {self.model_name_or_path!r}")
+        for spec in dataclasses.fields(ModelConfig):  # TRL's own choices: dtype, bnb_4bit_quant_type
+            choices = spec.metadata.get("choices")
+            value = getattr(self, spec.name)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"{spec.name} must be one of {', '.join(choices)}, got {value!r}")
+        super().__post_init__()
 
 
 @dataclass
-class DataSettings:
-    """Where edit cases come from and how they become the AGT dataset."""
+class DataSettings(AGTDataConfig):
+    """Where edit cases come from and which are kept; the rest of the section is
+    :class:`~edit_grpo_trl.data.agt_config.AGTDataConfig` itself (how cases become AGT rows: its field names
+    and defaults), so the section is handed to the AGT builder as it is."""
 
     source: str = "world:tiny"  # a path, "knowedit:<split>", "world:<size>[:<seed>]", ...
     format: str = "auto"
     split: str | None = None
     num_cases: int | None = None
-    seed: int = 0  # for the AGT dataset's choice of prompts
     skip_invalid: bool = False
-    num_generalization: int = AGTDataConfig.num_generalization  # training paraphrases per case
-    num_locality: int = 1
-    prompt_style: str = "plain"  # plain | chat
-    locality_answers: str = "model"  # model | dataset
-    answer_match: str = "exact"  # how rewards compare answers: exact | contains (freely phrased answers)
     # Where the training paraphrases come from (real data holds only evaluation probes).
     train_prompts: TrainPromptsConfig = field(default_factory=TrainPromptsConfig)
-    # A case without training prompts or locality probes: skip (left out of training, still evaluated;
-    # counted in the agt_data marker) | error.
-    on_missing: str = "skip"
     # Keep only the cases whose old fact the pre-edit model states (greedy, through the anchor and at least
     # this share of the held-out prompts), before num_cases cuts: an edit of an unknown fact measures nothing.
     keep_known: bool = False
     known_heldout_share: float = 1.0
     # Share of each case's locality probes set aside for training (data that has no training locality
-    # probes of its own; applied before any evaluation), and how many training locality prompts the
-    # locality loss keeps (training.locality_coef).
+    # probes of its own; applied before any evaluation). locality_pool_size (AGTDataConfig) caps how many
+    # training locality prompts the locality loss (training.locality_coef) keeps.
     locality_holdout_share: float = 0.0
-    locality_pool_size: int = 256
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _at_least("num_cases", self.num_cases, 1, optional=True)
-        _at_least("num_generalization", self.num_generalization, 0)
-        _at_least("num_locality", self.num_locality, 0)
-        _one_of("prompt_style", self.prompt_style, PROMPT_STYLES)
-        _one_of("locality_answers", self.locality_answers, LOCALITY_ANSWERS)
-        _one_of("answer_match", self.answer_match, ("exact", "contains"))
-        _one_of("on_missing", self.on_missing, ("skip", "error"))
         if not 0 <= self.locality_holdout_share < 1:
             raise ValueError(f"locality_holdout_share must be in [0, 1), got {self.locality_holdout_share!r}")
-        _at_least("locality_pool_size", self.locality_pool_size, 0)
         if not 0 <= self.known_heldout_share <= 1:
             raise ValueError(f"known_heldout_share must be in [0, 1], got {self.known_heldout_share!r}")
 
@@ -163,29 +182,75 @@ class EditorSettings:
             raise ValueError(f"overrides must be a mapping of hyperparameters, got {self.overrides!r}")
 
 
+# Where the project's LoRA differs from peft.LoraConfig's defaults: the rank, scale and modules the shipped
+# recipes were measured with (attention plus the MLP's down projection).
+LORA_DEFAULTS: dict[str, Any] = {
+    "r": 16,
+    "lora_alpha": 32,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+}
+
+
+def lora_config_fields() -> set[str]:
+    """The ``peft.LoraConfig`` fields a recipe may set (``task_type`` is always ``CAUSAL_LM``)."""
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig) if f.init} - {"task_type"}
+
+
 @dataclass
 class LoraSettings:
-    """PEFT LoRA refinement instead of full fine-tuning: one switch, ``enabled: true``."""
+    """PEFT LoRA refinement instead of full fine-tuning, switched on by ``enabled: true``. Every other key of
+    the section is a ``peft.LoraConfig`` field by its own name (``r``, ``lora_alpha``, ``lora_dropout``,
+    ``target_modules``, ``layers_to_transform``, ``use_dora``, ...): ``config`` holds them, over
+    :data:`LORA_DEFAULTS`, and :func:`edit_grpo_trl.loading.lora_config` passes them to LoraConfig."""
 
     enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]
-    )
-    # any other peft.LoraConfig field (layers_to_transform, use_dora, use_rslora, ...): edit_grpo_trl.loading
-    options: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(LORA_DEFAULTS))
+
+    # A key a recipe may not give, with the reason (the section's old names included).
+    REFUSED: ClassVar[dict[str, str]] = {
+        "alpha": "it is now 'lora_alpha' (peft.LoraConfig's name for it)",
+        "dropout": "it is now 'lora_dropout' (peft.LoraConfig's name for it)",
+        "options": "it is gone: give each peft.LoraConfig field directly in the section (use_dora: true, ...)",
+        "task_type": "it is always CAUSAL_LM",
+    }
 
     def __post_init__(self) -> None:
-        _at_least("r", self.r, 1)
-        _at_least("alpha", self.alpha, 1e-12)
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.target_modules or isinstance(self.target_modules, str):
-            raise ValueError(
-                f"target_modules must be a non-empty list of module names, got {self.target_modules!r}"
-            )
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"enabled must be true or false, got {self.enabled!r}")
+        if "r" in self.config:
+            _at_least("r", self.config["r"], 1)
+        if "lora_alpha" in self.config:
+            _at_least("lora_alpha", self.config["lora_alpha"], 1e-12)
+        dropout = self.config.get("lora_dropout", 0.0)
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {dropout!r}")
+        # a list of names, which preflight finds in the model (peft would read a string as a regex)
+        targets = self.config.get("target_modules")
+        if not targets or not isinstance(targets, list):
+            raise ValueError(f"target_modules must be a non-empty list of module names, got {targets!r}")
+
+    @property
+    def target_modules(self) -> list[str]:
+        return list(self.config["target_modules"])
+
+    @classmethod
+    def from_section(cls, values: dict[str, Any], where: str) -> LoraSettings:
+        """The section as a recipe writes it: ``enabled`` plus LoraConfig fields, checked by name."""
+        config = dict(values)
+        enabled = config.pop("enabled", False)
+        _check_keys(
+            f"{where} (enabled, or a peft.LoraConfig field)", config, {"enabled"} | lora_config_fields()
+        )
+        try:
+            return cls(enabled=enabled, config={**copy.deepcopy(LORA_DEFAULTS), **config})
+        except (ValueError, TypeError) as error:
+            raise RecipeError(f"{where}: {error}") from error
+
+    def to_section(self) -> dict[str, Any]:
+        """The section as a recipe writes it (recipe.json, W&B)."""
+        return {"enabled": self.enabled, **self.config}
 
 
 @dataclass
@@ -216,6 +281,7 @@ class PipelineRecipe:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("source")
+        data["model"], data["lora"] = self.model.to_section(), self.lora.to_section()
         return data
 
 
@@ -252,7 +318,16 @@ def _build_settings(settings_class: type, values: Any, where: str):
     """A settings dataclass from a mapping: unknown keys, nested sections and bad values named."""
     if not isinstance(values, dict):
         raise RecipeError(f"{where} must be a mapping, got {values!r}")
-    _check_keys(where, values, {f.name for f in dataclasses.fields(settings_class)})
+    for key, reason in getattr(settings_class, "REFUSED", {}).items():
+        if key in values:
+            raise RecipeError(f"{where}: {key!r}: {reason}")
+    if hasattr(settings_class, "from_section"):  # a section whose keys are a library config's fields
+        return settings_class.from_section(values, where)
+    if hasattr(settings_class, "recipe_keys"):
+        valid = settings_class.recipe_keys()
+    else:
+        valid = {f.name for f in dataclasses.fields(settings_class)}
+    _check_keys(where, values, valid)
     hints = typing.get_type_hints(settings_class)
     arguments = {}
     for key, value in values.items():

@@ -135,7 +135,7 @@ def test_every_case_has_the_same_size_and_the_sampler_accepts_it():
 def test_case_without_training_prompts_errors_or_is_skipped(caplog):
     cases = [_case(2, 1, "good"), _case(0, 1, "bare"), _case(2, 0, "lonely")]
     with pytest.raises(ValueError, match="'bare' has no training generalization prompts"):
-        build_agt_records(cases, AGTDataConfig(2, 1, locality_answers="dataset"))
+        build_agt_records(cases, AGTDataConfig(2, 1, locality_answers="dataset", on_missing="error"))
     records = build_agt_records(cases, AGTDataConfig(2, 1, locality_answers="dataset", on_missing="skip"))
     assert set(records.report.skipped) == {"bare", "lonely"}
     assert {row["case_id"] for row in records.rows} == {"good"}

@@ -121,3 +121,25 @@ def test_centred_alignment_term_only_reranks_within_a_case():
     # Uncentred, the same cosines shift every generalization sample up.
     plain = add_alignment_term(advantages, cosines, roles, alignment_coef=2.0)
     assert (plain[roles == int(G)] > 0).all()
+
+
+def test_constant_alignment_term_gives_every_generalization_row_the_mean_push():
+    from edit_grpo_trl.stage2.pgaa import add_constant_alignment_term
+
+    roles = torch.tensor([int(A), int(G), int(G), int(L), int(G), int(G)])
+    cosines = torch.tensor([0.9, 0.7, 0.1, 0.5, -0.2, float("nan")])  # NaN counts as 0
+    advantages = torch.tensor([1.0, -1.0, 1.0, 2.0, 0.0, 0.5])
+    out = add_constant_alignment_term(advantages, cosines, roles, alignment_coef=0.5)
+    # generalization cosines 0.7, 0.1, -0.2, 0 have mean 0.15: each gets 0.5 * 0.15 = 0.075
+    torch.testing.assert_close(out, torch.tensor([1.0, -0.925, 1.075, 2.0, 0.075, 0.575]))
+    # the same total push as the per-sample term, spread evenly
+    plain = add_alignment_term(advantages, cosines, roles, alignment_coef=0.5)
+    generalization = roles == int(G)
+    torch.testing.assert_close(
+        (out - advantages)[generalization].sum(), (plain - advantages)[generalization].sum()
+    )
+    # a batch without generalization rows is left as it was
+    no_generalization = torch.tensor([int(A), int(L)])
+    torch.testing.assert_close(
+        add_constant_alignment_term(advantages[:2], cosines[:2], no_generalization, 0.5), advantages[:2]
+    )

@@ -244,14 +244,16 @@ def test_training_changes_weights_and_logs_pgaa(tmp_path, tokenizer, agt_dataset
     assert any(c != 0 for c in cosines)
 
 
-def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_dataset):
+def one_logged_step(tmp_path, tokenizer, agt_dataset, **settings):
+    """One training step; returns the trainer, the logged advantages and PGAA's own advantages (no
+    alignment term) recomputed from the logged rewards, and each row's role."""
     import pandas as pd
 
     from edit_grpo_trl.stage2.pgaa import Role, pgaa_advantages
 
     trainer = EditGRPOTrainer(
         make_model(seed=5),
-        args=config(tmp_path, max_steps=1, alignment_coef=0),
+        args=config(tmp_path, max_steps=1, **settings),
         train_dataset=agt_dataset,
         processing_class=tokenizer,
     )
@@ -264,12 +266,19 @@ def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_datase
     reward = table[["anchor_accuracy", "generalization_accuracy", "locality_preservation"]].sum(
         axis=1, min_count=1
     )
-    expected = pgaa_advantages(
+    roles = torch.tensor([int(Role.parse(role_of[p])) for p in prompts])
+    baseline = pgaa_advantages(
         torch.tensor(reward.to_numpy(), dtype=torch.float32),
         torch.tensor([codes[case_of[p]] for p in prompts]),
-        torch.tensor([int(Role.parse(role_of[p])) for p in prompts]),
+        roles,
     ).advantages
-    torch.testing.assert_close(torch.tensor(table["advantage"].to_numpy(), dtype=torch.float32), expected)
+    logged = torch.tensor(table["advantage"].to_numpy(), dtype=torch.float32)
+    return trainer, logged, baseline, roles
+
+
+def test_completions_table_shows_pgaa_advantages(tmp_path, tokenizer, agt_dataset):
+    _, logged, expected, _ = one_logged_step(tmp_path, tokenizer, agt_dataset, alignment_coef=0)
+    torch.testing.assert_close(logged, expected)
 
 
 def test_wandb_offline_run_is_written(tmp_path, tokenizer, agt_dataset, monkeypatch):
@@ -293,3 +302,38 @@ def test_wandb_offline_run_is_written(tmp_path, tokenizer, agt_dataset, monkeypa
     for key in ("train/pgaa/alignment_cos/mean", "train/pgaa/reward/anchor/mean"):
         assert key.encode() in record, key
     assert list(run_dir.rglob("completions_*.table.json")), "the completions table was not logged"
+
+
+@pytest.mark.parametrize("alignment_mode", ["constant", "cosine"])
+def test_alignment_mode_sets_the_bonus_the_completions_get(tmp_path, tokenizer, agt_dataset, alignment_mode):
+    """The logged advantages minus PGAA's are lambda * (batch mean cosine) on every generalization row
+    under the constant control, and differ from row to row under the cosine term."""
+    from edit_grpo_trl.stage2.pgaa import Role
+
+    coef = 0.5
+    trainer, logged, base, roles = one_logged_step(
+        tmp_path, tokenizer, agt_dataset, alignment_coef=coef, alignment_mode=alignment_mode
+    )
+    bonus = logged - base
+    generalization = roles == int(Role.GENERALIZATION)
+    torch.testing.assert_close(bonus[~generalization], torch.zeros(int((~generalization).sum())))
+    (mean_cos,) = [
+        e["pgaa/alignment_cos/mean"] for e in trainer.state.log_history if "pgaa/alignment_cos/mean" in e
+    ]
+    if alignment_mode == "constant":
+        torch.testing.assert_close(
+            bonus[generalization], torch.full((int(generalization.sum()),), coef * mean_cos)
+        )
+    else:
+        assert bonus[generalization].std() > 1e-3
+        torch.testing.assert_close(
+            bonus[generalization].mean(), torch.tensor(coef * mean_cos, dtype=torch.float32)
+        )
+
+
+def test_alignment_mode_is_validated(tmp_path):
+    assert config(tmp_path).alignment_mode == "cosine"
+    with pytest.raises(ValueError, match="alignment_mode must be one of cosine, constant; got 'mean'"):
+        config(tmp_path, alignment_mode="mean")
+    with pytest.raises(ValueError, match="centring it"):
+        config(tmp_path, alignment_mode="constant", center_alignment=True)

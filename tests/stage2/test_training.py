@@ -30,7 +30,7 @@ def test_use_vllm_without_vllm_stops_the_pipeline_before_stage_one(tmp_path, no_
         [
             "--training.use_vllm",
             "true",
-            "--model.name_or_path",
+            "--model.model_name_or_path",
             "absent-org/absent-model",  # a Hub id: nothing is resolved or downloaded before the check
             "--output_dir",
             str(tmp_path / "run"),

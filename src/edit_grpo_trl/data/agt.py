@@ -6,7 +6,7 @@ Every case becomes exactly ``1 + K + L`` consecutive rows (docs/design.md sectio
 * ``K`` ``generalization`` rows, drawn from the case's *training* generalization probes only (evaluation
   probes never reach training). A case with fewer than ``K`` training prompts repeats them: they are
   shuffled once (seeded) and cycled, so each appears ``floor(K/n)`` or ``ceil(K/n)`` times. A case with none
-  is an error, or is skipped and counted (``on_missing="skip"``);
+  is skipped and counted (``on_missing="skip"``, the default) or is an error (``"error"``);
 * ``L`` ``locality`` rows from the case's *training* locality probes (``TRAIN_LOCALITY``), chosen and
   cycled the same way. A case that has none falls back to its evaluation locality probes, counted in
   ``locality_rows_from_evaluation`` and logged: its locality score then includes probes it trained on.

@@ -28,8 +28,9 @@ class AGTDataConfig:
     # How rewards match answers: "exact" (normalized) or "contains" (whole words, for freely phrased answers).
     answer_match: Literal["exact", "contains"] = "exact"
     seed: int = 0
-    # A case without training prompts (or without locality probes while num_locality > 0).
-    on_missing: Literal["error", "skip"] = "error"
+    # A case without training prompts (or without locality probes while num_locality > 0): skip (left out of
+    # training, still evaluated; counted in the build report, the agt_data stage's marker) | error.
+    on_missing: Literal["error", "skip"] = "skip"
     # Chat style: the user message; "{prompt}" is replaced by the case's prompt.
     chat_instruction: str = DEFAULT_CHAT_INSTRUCTION
     # Passed to apply_chat_template when decoding locality answers; give TRL the same ones
@@ -42,10 +43,17 @@ class AGTDataConfig:
     locality_pool_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.num_generalization < 0:
-            raise ValueError(f"num_generalization must be >= 0, got {self.num_generalization}")
-        if self.num_locality < 0:
-            raise ValueError(f"num_locality must be >= 0, got {self.num_locality}")
+        minimums = {
+            "num_generalization": 0,
+            "num_locality": 0,
+            "locality_batch_size": 1,
+            "locality_pool_size": 0,
+        }
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            # bool is an int to Python, but `num_locality: true` in a recipe is a mistake
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.prompt_style not in ("plain", "chat"):
             raise ValueError(f"prompt_style must be 'plain' or 'chat', got {self.prompt_style!r}")
         if self.locality_answers not in ("model", "dataset"):
@@ -60,8 +68,6 @@ class AGTDataConfig:
             )
         if self.locality_max_new_tokens is not None and self.locality_max_new_tokens < 1:
             raise ValueError(f"locality_max_new_tokens must be >= 1, got {self.locality_max_new_tokens}")
-        if self.locality_pool_size < 0:
-            raise ValueError(f"locality_pool_size must be >= 0, got {self.locality_pool_size}")
 
     @property
     def rows_per_case(self) -> int:

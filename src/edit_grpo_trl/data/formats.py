@@ -31,7 +31,12 @@ record's fields; a folder is read as KnowEdit.
 The three flat formats (``easyedit``, ``zsre_mend``, ``qaedit``) are one converter,
 :func:`flat_record_to_case`, read through a table of fields: :data:`FLAT_FORMATS`, one :class:`FlatFormat`
 row per format, plus a hook for what only one format has (ZsRE's one-hop portability, QAEdit's list of
-locality items and ``<source>/<id>`` case ids).
+locality items and ``<source>/<id>`` case ids). KnowEdit's converter
+(:func:`~edit_grpo_trl.data.knowedit.knowedit_record_to_case`) is not a row: its records are not flat
+(portability and locality are objects of probe lists, by key), one file's records name a field two ways
+(``prompt`` or WikiBio's ``text``, ``target_new`` or ``labels``, ``subject`` or ``concept``), which fields
+are required depends on the split, and the case id is the file's name and the record's position, not a
+field: a row would be mostly hooks.
 """
 
 from __future__ import annotations

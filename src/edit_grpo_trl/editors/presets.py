@@ -72,7 +72,7 @@ def _on(value: Any) -> bool:
 # project does in the key's place). Editors that have the key as a field honour it as a field instead.
 EASYEDIT_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "alg_name": (_anything, "names the editor; checked against editor.name"),
-    "model_name": (_anything, "the model edited is the recipe's model.name_or_path"),
+    "model_name": (_anything, "the model edited is the recipe's model.model_name_or_path"),
     "device": (_anything, "the recipe's model.device places the model"),
     "stats_dir": (_anything, "key statistics are computed once and cached in the project cache"),
     "P_loc": (_anything, "AlphaEdit's null-space projector is computed from the cached key statistics"),

@@ -21,8 +21,9 @@ class EvalConfig:
     fluency_max_length: int = 100
     fluency_top_k: int = 5
     seed: int = 0
-    # Progress bars; the pipeline and `edit-grpo eval` turn them on whatever a recipe says.
-    progress: bool = False
+    # Progress bars (stderr) over the evaluation's batches; a recipe's `evaluation.progress: false` turns
+    # them off for the pipeline and `edit-grpo eval`.
+    progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_new_tokens"):

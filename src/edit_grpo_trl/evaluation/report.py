@@ -7,7 +7,10 @@ with what changed answers flipped to (when the post-refinement evaluation saved 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from edit_grpo_trl.evaluation.paired import PairedTest, paired_case_tests
 
 POINTS = ("pre_edit", "post_edit", "post_refinement")
 LABELS = {"pre_edit": "pre-edit", "post_edit": "post-edit", "post_refinement": "post-refinement"}
@@ -46,9 +49,8 @@ def markdown_table(points: dict[str, dict[str, float]], rows: dict[str, str] | N
     if rows is None:
         metrics = sorted({m for values in points.values() for m in values}, key=lambda m: (m == "fluency", m))
         rows = {m: m for m in metrics}
-    before, after, title = "post_edit", "post_refinement", "refine - edit"
-    if "model" in points and "baseline" in points:
-        before, after, title = "baseline", "model", "model - baseline"
+    before, after = compared_points(points)
+    title = "model - baseline" if before == "baseline" else "refine - edit"
     header = "| metric | " + " | ".join(LABELS.get(p, p) for p in names) + f" | change ({title}) |"
     lines = [header, "|" + " --- |" * (len(names) + 2)]
     for label, metric in rows.items():
@@ -90,17 +92,53 @@ def locality_table(breakdown: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def compared_points(points: dict) -> tuple[str, str]:
+    """The two points the change column compares: post-edit and post-refinement, or baseline and model."""
+    if "model" in points and "baseline" in points:
+        return "baseline", "model"
+    return "post_edit", "post_refinement"
+
+
+def paired_table(tests: dict[str, PairedTest], before: str, after: str) -> str:
+    """The headline metrics' paired differences over cases, with the sign-flip permutation p-value."""
+    header = (
+        f"| metric | cases | mean change ({LABELS.get(after, after)} - {LABELS.get(before, before)}) | "
+        "± std. error | cases better | cases worse | p (sign-flip permutation) |"
+    )
+    lines = [header, "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, metric in HEADLINE.items():
+        test = tests.get(metric)
+        if test is None:
+            continue
+        scale = 1 if metric == "fluency" else 100
+        lines.append(
+            f"| {label} | {test.n} | {scale * test.mean:+.1f} | {scale * test.stderr:.1f} | {test.better} | "
+            f"{test.worse} | {test.p_value:.3g} |"
+        )
+    return "\n".join(lines)
+
+
 def report_markdown(
     points: dict[str, dict[str, float]],
     locality: dict[str, dict] | None = None,
     locality_of: str | None = None,
+    paired: dict[str, PairedTest] | None = None,
 ) -> str:
-    """The report's body: the headline table, locality by probe key (when given), every metric."""
+    """The report's body: the headline table, the paired test over cases and locality by probe key (when
+    given), every metric."""
     parts = [
         "EasyEdit's metrics (teacher-forced, averaged per key then over keys and cases; fluency: n-gram "
         "entropy x100 of a 100-token generation):\n",
         headline_table(points),
     ]
+    if paired:
+        before, after = compared_points(points)
+        parts += [
+            "\n## Paired over cases\n",
+            "Each case's score at both points; the change's mean over the cases, and how often a mean change "
+            "this large arises when each case's two scores are swapped at random (two-sided).\n",
+            paired_table(paired, before, after),
+        ]
     if locality:
         parts += [
             f"\n## Locality by probe key ({locality_of or LABELS.get(_point_names(points)[-1], _point_names(points)[-1])})\n",
@@ -143,21 +181,30 @@ def write_report(
     out_dir: str | Path,
     overwrite: bool = False,
     locality: dict[str, dict] | None = None,
+    per_case: Mapping[str, Sequence[Mapping]] | None = None,
 ) -> str:
     """Write report.json, report.md and report.png under ``out_dir``; returns the Markdown body.
 
     ``locality``: the post-refinement locality breakdown by probe key (``locality.json``), shown and
-    saved as report_locality.json."""
+    saved as report_locality.json. ``per_case``: per-case rows by point (``per_case.jsonl``); with the
+    two compared points present, the paired test over cases is shown and saved as report_paired.json."""
     out_dir = Path(out_dir)
     if (out_dir / "report.json").exists() and not overwrite:
         raise FileExistsError(
             f"a report already exists at {out_dir / 'report.json'}; pass overwrite=True to replace it"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = report_markdown(points, locality)
+    before, after = compared_points(points)
+    paired = None
+    if per_case and before in per_case and after in per_case:
+        paired = paired_case_tests(per_case[before], per_case[after], list(HEADLINE.values()))
+    table = report_markdown(points, locality, paired=paired)
     files = [("report.md", f"# Edit-GRPO report\n\n{table}\n"), ("report.json", json.dumps(points, indent=1))]
     if locality:
         files.append(("report_locality.json", json.dumps(locality, indent=1)))
+    if paired:
+        rows = {metric: vars(test) for metric, test in paired.items()}
+        files.append(("report_paired.json", json.dumps({"before": before, "after": after, **rows}, indent=1)))
     for name, text in files:
         temporary = out_dir / f"{name}.tmp"
         temporary.write_text(text)

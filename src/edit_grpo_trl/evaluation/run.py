@@ -13,7 +13,6 @@ and ``post`` from the model), ``report.md`` / ``report.json`` (the headline tabl
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -26,11 +25,6 @@ from edit_grpo_trl.evaluation.evaluate import EvalBaseline, EvalConfig, EvalResu
 logger = logging.getLogger(__name__)
 
 LOCALITY_PREFIXES = ("tf_locality", "gen_em_locality", "gen_contains_locality")
-
-
-def eval_config(settings: EvalConfig, progress: bool = True) -> EvalConfig:
-    """A recipe's ``evaluation`` section (an :class:`EvalConfig`) with progress bars as the caller wants."""
-    return dataclasses.replace(settings, progress=progress)
 
 
 def evaluate_checkpoint(
@@ -130,5 +124,6 @@ def run_eval(
             record["post"]["locality"] = {}
     (out_dir / "results.json").write_text(json.dumps(records, indent=1, ensure_ascii=False))
     (out_dir / "summary.json").write_text(json.dumps(easyedit_summary(records), indent=1))
-    markdown = write_report(points, out_dir, overwrite=True, locality=locality)
+    per_case = {"baseline": pre.per_case, "model": post.per_case} if pre is not None else None
+    markdown = write_report(points, out_dir, overwrite=True, locality=locality, per_case=per_case)
     return {"points": points, "report": markdown, "out_dir": str(out_dir)}

@@ -145,6 +145,22 @@ def add_alignment_term(
     return advantages + torch.where(generalization, bonus, torch.zeros_like(bonus))
 
 
+def add_constant_alignment_term(
+    advantages: torch.Tensor, cosines: torch.Tensor, roles: torch.Tensor, alignment_coef: float
+) -> torch.Tensor:
+    """The constant-bonus control (``alignment_mode="constant"``): every generalization sample gets
+    ``alignment_coef * mean(cos)``, the mean over the batch's generalization samples; other roles unchanged.
+
+    The push has the same mean as :func:`add_alignment_term`'s but no direction: which samples the term
+    favours is decided by nothing. Comparing the two tells whether PGAA's gain comes from the gradient
+    direction or from lifting generalization samples as a whole. A NaN cosine counts as 0, as there.
+    """
+    cosines = torch.nan_to_num(cosines.to(advantages.dtype), nan=0.0)
+    generalization = roles == Role.GENERALIZATION
+    mean = cosines[generalization].mean() if generalization.any() else cosines.new_zeros(())
+    return add_alignment_term(advantages, mean.expand_as(cosines), roles, alignment_coef)
+
+
 def _case_means(values: torch.Tensor, case_index: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
     """Per sample, the mean of ``values`` over the selected samples of its case (0 where a case has none)."""
     num_cases = int(case_index.max().item()) + 1 if case_index.numel() else 0

@@ -28,6 +28,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from edit_grpo_trl.answers import answer_completion
 from edit_grpo_trl.stage2.config import EditGRPOConfig
+from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
 from edit_grpo_trl.stage2.ghost import alignment_cosines, mask_features
 from edit_grpo_trl.stage2.layer_features import (
     capture_module_features,
@@ -35,7 +36,12 @@ from edit_grpo_trl.stage2.layer_features import (
     resolve_alignment_module,
 )
 from edit_grpo_trl.stage2.locality import LocalityLossMixin
-from edit_grpo_trl.stage2.pgaa import Role, add_alignment_term, pgaa_advantages
+from edit_grpo_trl.stage2.pgaa import (
+    Role,
+    add_alignment_term,
+    add_constant_alignment_term,
+    pgaa_advantages,
+)
 from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 from edit_grpo_trl.stage2.sampler import CaseGroupedSampler, cases_per_generation_batch
 
@@ -44,8 +50,16 @@ logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("prompt", "case_id", "role")
 
 
+# How far a distributed batch's advantages and alignment cosines may sit from a one-process computation.
+SPLIT_CHECK_TOLERANCE = 1e-5
+
+
 class DatasetSchemaError(ValueError):
     """The training dataset lacks what case-grouped PGAA needs."""
+
+
+class DistributedConsistencyError(RuntimeError):
+    """A batch split across processes got other advantages than one process would have given it."""
 
 
 def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None:
@@ -139,6 +153,11 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         }
         self._target_token_cache: dict[Any, tuple[list[int], list[int]]] = {}
         self._gathered_rewards_per_func: torch.Tensor | None = None
+        attach_reward_saturation_stop(self, args.early_stop_reward, args.early_stop_window)
+        # The split check runs only where there is a split: several processes.
+        self._split_checks_left = args.split_check_batches if self.accelerator.num_processes > 1 else 0
+        self._split_check_features: tuple | None = None
+        self.split_checks: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ sampling
     def _get_train_sampler(self, dataset: Dataset | None = None) -> CaseGroupedSampler:
@@ -190,22 +209,27 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         if self.args.alignment_coef != 0:
             local_cosines = self._local_alignment_cosines(inputs, output, case_codes)
             cosines = self.accelerator.gather(local_cosines)
-            advantages = add_alignment_term(
-                advantages,
-                cosines,
-                roles,
-                self.args.alignment_coef,
-                case_index=case_index if self.args.center_alignment else None,
-            )
+            advantages = self._with_alignment_term(advantages, cosines, roles, case_index)
 
-        local = slice(
-            self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs)
-        )
-        output["advantages"] = advantages[local].to(output["advantages"].dtype)
+        output["advantages"] = advantages[self._local_slice(len(inputs))].to(output["advantages"].dtype)
+        if self._split_checks_left > 0:
+            self._check_split(len(inputs), rewards, case_index, roles, advantages, cosines, result.advantages)
         self._log_pgaa(rewards, roles, result, advantages, cosines)
         return output
 
     # ------------------------------------------------------------------ alignment term
+    def _with_alignment_term(self, advantages, cosines, roles, case_index) -> torch.Tensor:
+        """The advantages plus the alignment term ``alignment_mode`` names (cosine, or the constant control)."""
+        if self.args.alignment_mode == "constant":  # the control: the mean push, no direction
+            return add_constant_alignment_term(advantages, cosines, roles, self.args.alignment_coef)
+        return add_alignment_term(
+            advantages,
+            cosines,
+            roles,
+            self.args.alignment_coef,
+            case_index=case_index if self.args.center_alignment else None,
+        )
+
     def _sequence_features(
         self,
         prompt_ids: torch.Tensor,
@@ -306,26 +330,51 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         num_chunks = math.ceil(len(inputs) / self.args.per_device_train_batch_size)
         if self.args.anchor_direction == "target":
             # The teacher-forced anchor sequences ride in the same feature pass as the samples (one forward
-            # and backward instead of two). Every process computes the directions of every case in the
-            # gathered batch: equal shapes everywhere keep ZeRO-3's collective forward in step.
-            cases = list(case_codes)
-            prompts, targets = zip(*(self._anchor_target_tokens(case_id) for case_id in cases), strict=True)
-            prompt_ids, prompt_mask = self._stack_padded(
-                prompt_ids, prompt_mask, *self._padded(prompts, "left"), "left"
-            )
-            completion_ids, completion_mask = self._stack_padded(
-                completion_ids, completion_mask, *self._padded(targets, "right"), "right"
-            )
-            anchor_groups = torch.tensor([case_codes[c] for c in cases], device=device)
+            # and backward instead of two). Each case's direction is computed by one process and shared, so
+            # a case whose samples straddle processes is aligned to the same g_c on all of them.
+            owned = list(case_codes)[self.accelerator.process_index :: self.accelerator.num_processes]
+            if owned:
+                prompts, targets = zip(
+                    *(self._anchor_target_tokens(case_id) for case_id in owned), strict=True
+                )
+                prompt_ids, prompt_mask = self._stack_padded(
+                    prompt_ids, prompt_mask, *self._padded(prompts, "left"), "left"
+                )
+                completion_ids, completion_mask = self._stack_padded(
+                    completion_ids, completion_mask, *self._padded(targets, "right"), "right"
+                )
+            anchor_groups = torch.tensor([case_codes[c] for c in owned], dtype=torch.long, device=device)
         features_x, features_d, features_mask = self._sequence_features(
             prompt_ids, prompt_mask, completion_ids, completion_mask, num_chunks=num_chunks
         )
         sample_x, sample_d = features_x[:num_samples], features_d[:num_samples]
         if self.args.anchor_direction == "target":
             anchor_x, anchor_d = features_x[num_samples:], features_d[num_samples:]
+            if self.accelerator.num_processes > 1:
+                anchor_x, anchor_d, anchor_groups = self._gathered_feature_rows(
+                    anchor_x, anchor_d, features_mask[num_samples:], anchor_groups
+                )
         else:
-            anchor_x, anchor_d, anchor_groups = self._gathered_anchor_sample_features(
-                sample_x, sample_d, features_mask[:num_samples], local_roles, local_groups
+            anchors = local_roles == Role.ANCHOR
+            anchor_x, anchor_d, anchor_groups = self._gathered_feature_rows(
+                sample_x[anchors],
+                sample_d[anchors],
+                features_mask[:num_samples][anchors],
+                local_groups[anchors],
+            )
+        if self._split_checks_left > 0:  # kept for the check against a one-process computation
+            generalization = local_roles == Role.GENERALIZATION
+            self._split_check_features = (
+                selected[generalization],
+                *self._strip_padding(
+                    sample_x[generalization],
+                    sample_d[generalization],
+                    features_mask[:num_samples][generalization],
+                ),
+                local_groups[generalization],
+                anchor_x,
+                anchor_d,
+                anchor_groups,
             )
         generalization = local_roles == Role.GENERALIZATION
         cosines = torch.zeros(len(inputs), dtype=torch.float32, device=device)
@@ -354,29 +403,114 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         (ids_a, mask_a), (ids_b, mask_b) = widen(ids_a, mask_a), widen(ids_b, mask_b)
         return torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b])
 
-    def _gathered_anchor_sample_features(self, sample_x, sample_d, sample_mask, local_roles, local_groups):
-        """Features of the anchor completions of every process (a case's anchors may sit on another rank)."""
-        mine = []
-        for row in (local_roles == Role.ANCHOR).nonzero().flatten().tolist():
-            keep = sample_mask[row].bool()  # drop padded positions before sending
-            mine.append((int(local_groups[row]), sample_x[row][keep].cpu(), sample_d[row][keep].cpu()))
-        everything = gather_object(mine)
+    @staticmethod
+    def _strip_padding(features_x, features_d, mask) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each row's features at its real (unpadded) positions, on the CPU, ready to send."""
+        keep = [row.bool().cpu() for row in mask]
+        xs = [x.cpu()[k] for x, k in zip(features_x, keep, strict=True)]
+        ds = [d.cpu()[k] for d, k in zip(features_d, keep, strict=True)]
+        return xs, ds
+
+    def _packed(self, xs: Sequence[torch.Tensor], ds: Sequence[torch.Tensor], like: torch.Tensor):
+        """Rows of different lengths in one zero-padded (N, T, d) pair on this process's device."""
+        device = self.accelerator.device
+        width = max((x.size(0) for x in xs), default=1)
+        packed_x = like.new_zeros((len(xs), width, xs[0].size(-1) if xs else like.size(-1)), device=device)
+        packed_d = like.new_zeros((len(ds), width, ds[0].size(-1) if ds else 1), device=device)
+        for row, (x, d) in enumerate(zip(xs, ds, strict=True)):
+            packed_x[row, : x.size(0)] = x.to(device)
+            packed_d[row, : d.size(0)] = d.to(device)
+        return packed_x, packed_d
+
+    def _gathered_feature_rows(self, features_x, features_d, mask, groups):
+        """The feature rows of every process, in process order (padded positions dropped before sending).
+
+        Used for the anchor directions: a case's anchors may have been computed on another process.
+        """
+        xs, ds = self._strip_padding(features_x, features_d, mask)
+        everything = gather_object(list(zip(groups.tolist(), xs, ds, strict=True)))
         device = self.accelerator.device
         if not everything:
-            empty = sample_x.new_zeros((0, 1, sample_x.size(-1)))
             return (
-                empty,
-                sample_d.new_zeros((0, 1, sample_d.size(-1))),
+                features_x.new_zeros((0, 1, features_x.size(-1))),
+                features_d.new_zeros((0, 1, features_d.size(-1))),
                 torch.zeros(0, dtype=torch.long, device=device),
             )
-        width = max(x.size(0) for _, x, _ in everything)
-        anchor_x = sample_x.new_zeros((len(everything), width, sample_x.size(-1)))
-        anchor_d = sample_d.new_zeros((len(everything), width, sample_d.size(-1)))
-        for row, (_, x, d) in enumerate(everything):
-            anchor_x[row, : x.size(0)] = x.to(device)
-            anchor_d[row, : d.size(0)] = d.to(device)
-        groups = torch.tensor([group for group, _, _ in everything], dtype=torch.long, device=device)
-        return anchor_x, anchor_d, groups
+        packed_x, packed_d = self._packed(
+            [x for _, x, _ in everything], [d for _, _, d in everything], features_x
+        )
+        gathered_groups = torch.tensor([group for group, _, _ in everything], dtype=torch.long, device=device)
+        return packed_x, packed_d, gathered_groups
+
+    # ------------------------------------------------------------------ split check
+    def _check_split(self, num_local, rewards, case_index, roles, advantages, cosines, result_advantages):
+        """Recompute this generation batch on one process and compare with what the processes used.
+
+        Every process gathers the per-row features of every generalization sample and recomputes the
+        alignment cosines and PGAA advantages of the whole batch at once, as a single process would. A
+        row's features depend on that row alone (its own forward and the backward of its own
+        log-likelihood); what splitting a case across processes can get wrong is which anchor direction,
+        group statistics and slice its samples get, and that is what this compares. All processes reach
+        the same verdict, so a mismatch stops every one of them.
+        """
+        self._split_checks_left -= 1
+        device = self.accelerator.device
+        kept = self.accelerator.gather(advantages[self._local_slice(num_local)].float())
+        if self.args.alignment_coef != 0:
+            rows, xs, ds, groups, anchor_x, anchor_d, anchor_groups = self._split_check_features
+            offset = self.accelerator.process_index * num_local
+            everything = gather_object(
+                list(zip((rows + offset).tolist(), groups.tolist(), xs, ds, strict=True))
+            )
+            reference_cosines = torch.zeros(len(roles), dtype=torch.float32, device=device)
+            if everything:
+                x, d = self._packed([e[2] for e in everything], [e[3] for e in everything], anchor_x)
+                groups_all = torch.tensor([e[1] for e in everything], dtype=torch.long, device=device)
+                reference_cosines[torch.tensor([e[0] for e in everything], device=device)] = (
+                    alignment_cosines(x, d, groups_all, anchor_x, anchor_d, anchor_groups).float()
+                )
+            reference = self._with_alignment_term(result_advantages, reference_cosines, roles, case_index)
+            cosine_gap = (cosines.float() - reference_cosines).abs().max().item()
+        else:
+            reference, cosine_gap = result_advantages, 0.0
+        advantage_gap = (kept - reference.float()).abs().max().item()
+        owners = (torch.arange(len(case_index), device=device) // num_local).tolist()
+        spans: dict[int, set[int]] = {}
+        for code, owner in zip(case_index.tolist(), owners, strict=True):
+            spans.setdefault(code, set()).add(owner)
+        straddling = sorted(code for code, ranks in spans.items() if len(ranks) > 1)
+        check = {
+            "step": self.state.global_step,
+            "processes": self.accelerator.num_processes,
+            "cases": len(spans),
+            "straddling_cases": len(straddling),
+            "max_abs_diff_advantage": advantage_gap,
+            "max_abs_diff_cosine": cosine_gap,
+            "tolerance": SPLIT_CHECK_TOLERANCE,
+        }
+        self.split_checks.append(check)
+        logger.info(
+            "split check at step %d: %d cases over %d processes, %d straddling; max |advantage - one-process| = "
+            "%.2e, max |cosine - one-process| = %.2e (tolerance %.0e)",
+            check["step"],
+            check["cases"],
+            check["processes"],
+            check["straddling_cases"],
+            advantage_gap,
+            cosine_gap,
+            SPLIT_CHECK_TOLERANCE,
+        )
+        if not (advantage_gap <= SPLIT_CHECK_TOLERANCE and cosine_gap <= SPLIT_CHECK_TOLERANCE):
+            raise DistributedConsistencyError(
+                f"split check at step {check['step']}: the advantages or alignment cosines used across "
+                f"{check['processes']} processes differ from a one-process computation of the same batch "
+                f"(max |advantage diff| {advantage_gap:.3e}, max |cosine diff| {cosine_gap:.3e}, "
+                f"tolerance {SPLIT_CHECK_TOLERANCE:.0e})"
+            )
+
+    def _local_slice(self, num_local: int) -> slice:
+        start = self.accelerator.process_index * num_local
+        return slice(start, start + num_local)
 
     # ------------------------------------------------------------------ logging
     def _log_pgaa(self, rewards, roles, result, advantages, cosines) -> None:

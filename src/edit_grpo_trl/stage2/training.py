@@ -134,12 +134,50 @@ def build_peft_config(recipe: PipelineRecipe, train_scope: str = "all", layers=(
     return lora_config(recipe.lora, **scoped)
 
 
-def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, locality_pool=None, layers=()):
+def build_trainer(
+    recipe: PipelineRecipe,
+    args,
+    model,
+    tokenizer,
+    dataset,
+    locality_pool=None,
+    layers=(),
+    model_path: str | None = None,
+):
     """The stage-2 trainer the recipe's ``refinement`` names, on the same model, data and settings.
 
-    Every method gets the same ``train_scope`` (``layers``: those the editor wrote) and the same locality
-    loss (``locality_pool``, weighted by ``args.locality_coef``), so comparisons between them stay fair.
+    Every method gets the same ``train_scope`` (``layers``: those the editor wrote), the same locality
+    loss (``locality_pool``, weighted by ``args.locality_coef``) and the same null-space projection (from
+    the edit manifest in ``model_path``), so comparisons between them stay fair.
     """
+    trainer = _method_trainer(recipe, args, model, tokenizer, dataset, locality_pool, layers)
+    if args.null_space_projection:
+        attach_null_space(trainer, layers, model_path, args.null_space_threshold)
+    return trainer
+
+
+def attach_null_space(trainer, layers, model_path: str | None, threshold: float):
+    """``null_space_projection`` on a built trainer, with the key-statistics corpus of the edit manifest."""
+    from edit_grpo_trl.editors.checkpoint import MANIFEST_NAME, read_manifest
+    from edit_grpo_trl.stage2.null_space import (
+        KeyStatisticsSource,
+        NullSpaceError,
+        attach_null_space_projection,
+    )
+
+    if model_path is None or not (Path(model_path) / MANIFEST_NAME).is_file():
+        raise NullSpaceError(
+            f"null_space_projection protects the weights the stage-1 editor wrote, but {model_path} has no "
+            f"{MANIFEST_NAME} to name them: set null_space_projection: false"
+        )
+    manifest = read_manifest(model_path)
+    source = KeyStatisticsSource.from_hyperparameters(
+        manifest.hyperparameters, f"the edit manifest of {model_path}"
+    )
+    return attach_null_space_projection(trainer, layers, source, threshold, model_dir=model_path)
+
+
+def _method_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, locality_pool, layers):
     from edit_grpo_trl.stage2.scope import apply_train_scope
 
     peft_config = build_peft_config(recipe, args.train_scope, layers, args.alignment_module)
@@ -169,11 +207,12 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
     if recipe.refinement == "grpo":
         from trl import GRPOConfig
 
+        from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
         from edit_grpo_trl.stage2.locality import LocalityGRPOTrainer
         from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 
         config = GRPOConfig(output_dir=args.output_dir, **baselines.grpo_settings(settings))
-        return LocalityGRPOTrainer(
+        trainer = LocalityGRPOTrainer(
             model,
             reward_funcs=resolve_reward_functions(args.agt_reward_funcs),
             args=config,
@@ -182,9 +221,13 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
             peft_config=peft_config,
             **locality,
         )
+        attach_reward_saturation_stop(trainer, args.early_stop_reward, args.early_stop_window)
+        return trainer
     from trl import SFTConfig
 
     from edit_grpo_trl.stage2.locality import LocalitySFTTrainer
+
+    refuse_sft_switches(args)
 
     config = SFTConfig(output_dir=args.output_dir, **baselines.sft_settings(settings))
     rows = baselines.sft_rows(dataset.to_list())
@@ -196,6 +239,16 @@ def build_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, local
         peft_config=peft_config,
         **locality,
     )
+
+
+def refuse_sft_switches(args) -> None:
+    """Stage-2 switches the SFT baseline cannot honour, refused rather than silently dropped."""
+    if getattr(args, "early_stop_reward", None) is not None:
+        raise RecipeError(
+            "training.early_stop_reward stops on the sampled anchor and generalization accuracies, which SFT "
+            "does not have (it samples nothing; its mean_token_accuracy is teacher-forced over anchor, "
+            "generalization and locality rows together): unset early_stop_reward for refinement: sft"
+        )
 
 
 def resume_checkpoint(requested: str | bool | None, training_dir: Path) -> str | None:
@@ -235,11 +288,17 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
 
     from edit_grpo_trl.editors.wise import prepare_wise_for_training
     from edit_grpo_trl.loading import load_causal_lm
+    from edit_grpo_trl.stage2.early_stop import early_stop_step
 
     args = build_training_config(recipe, layout.training, model_path)
     dataset = datasets.load_from_disk(str(layout.agt_dataset))
     model, tokenizer = load_causal_lm(model_path, recipe.model, place=False)
     wise_parameters = prepare_wise_for_training(model)  # WISE: the side memory trains (no-op otherwise)
+    if wise_parameters and args.null_space_projection:
+        raise RecipeError(
+            "training.null_space_projection is on, but this is a WISE model, whose edited down_proj is a routed "
+            "side memory: set null_space_projection: false"
+        )
     if wise_parameters and args.train_scope != "all":
         raise RecipeError(
             f"training.train_scope is {args.train_scope!r}, but this is a WISE model, whose stage 2 trains its side "
@@ -252,11 +311,14 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
             "empty or missing: the cases have no training locality probes (data.locality_holdout_share moves "
             "a share of each case's locality probes to training), or data.locality_pool_size is 0"
         )
-    trainer = build_trainer(recipe, args, model, tokenizer, dataset, pool, edited_layers(model_path))
+    trainer = build_trainer(
+        recipe, args, model, tokenizer, dataset, pool, edited_layers(model_path), model_path=model_path
+    )
     last = resume_checkpoint(args.resume_from_checkpoint, Path(layout.training))
     if last:
         logger.info("resuming %s from %s", recipe.refinement, last)
     result = trainer.train(resume_from_checkpoint=last)
+    stopped_at = early_stop_step(trainer)
     final = Path(layout.refined_model)
     temporary = final.with_name(final.name + ".tmp")
     if trainer.accelerator.is_main_process and temporary.exists():
@@ -279,6 +341,9 @@ def run_training(recipe: PipelineRecipe, model_path: str, layout) -> dict[str, A
         "training_loss": result.training_loss,
         "train_seconds": result.metrics.get("train_runtime"),
         "resumed_from": last,
+        "early_stop_reward": args.early_stop_reward,
+        "early_stopped_at_step": stopped_at,
+        "null_space_projection": args.null_space_projection,
         **launch_facts(trainer),
     }
 
@@ -287,8 +352,11 @@ def launch_facts(trainer) -> dict[str, Any]:
     """How the training actually ran (not how it was asked to): DeepSpeed's ZeRO stage, precision."""
     state = trainer.accelerator.state
     plugin = getattr(state, "deepspeed_plugin", None) if trainer.is_deepspeed_enabled else None
-    return {
+    facts = {
         "deepspeed_zero_stage": plugin.zero_stage if plugin is not None else None,
         "mixed_precision": str(state.mixed_precision),
         "device": str(trainer.accelerator.device),
     }
+    if getattr(trainer, "split_checks", None):
+        facts["split_checks"] = trainer.split_checks
+    return facts

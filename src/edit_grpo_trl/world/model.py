@@ -48,20 +48,17 @@ CHAT_WORDS = (
 
 
 def build_tokenizer(world: KnowledgeWorld):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The word-level tokenizer of ``world``: the special tokens, then every word of its corpus, sorted."""
+    from tokenizers import pre_tokenizers
 
-    pre_tokenizer = pre_tokenizers.Whitespace()
+    from edit_grpo_trl.testing import word_tokenizer
+
+    pre_tokenizer = pre_tokenizers.Whitespace()  # the split word_tokenizer's split_punctuation makes
     words: set[str] = set(CHAT_WORDS.split()) | {":", ".", ",", "?", "\\", "{", "}", "{}"}
     for sentence in world.corpus():
         words.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(sentence))
-    vocabulary = {token: index for index, token in enumerate(SPECIAL_TOKENS + sorted(words))}
-    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizer
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # words joined by spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
-    )
+    tokenizer = word_tokenizer(sorted(words), SPECIAL_TOKENS, split_punctuation=True)
+    tokenizer.padding_side = "left"
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
