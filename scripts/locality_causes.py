@@ -27,6 +27,7 @@ condition and seed are read from the folder names ``.../seed<seed>/<condition>``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -375,6 +376,16 @@ def command_flips(options) -> int:
     return 0
 
 
+def run_model_settings(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The sections of a run's ``recipe.json`` that loading and scoring its models need (``model`` and
+    ``evaluation``), the model key under its current name (runs written before the rename of
+    ``model.name_or_path`` to ``model.model_name_or_path`` still read)."""
+    model = dict(recipe.get("model") or {})
+    if "name_or_path" in model:
+        model.setdefault("model_name_or_path", model.pop("name_or_path"))
+    return {"model": model, "evaluation": dict(recipe.get("evaluation") or {})}
+
+
 class ModelAnswers:
     """Greedy plain answers of checkpoints to prompts, through the project's loader and generation.
     Answers are kept per (resolved model folder, prompts) for the whole process: the conditions of a seed
@@ -388,10 +399,8 @@ class ModelAnswers:
         from edit_grpo_trl.pipeline import load_model, resolve_model_path
         from edit_grpo_trl.recipe import recipe_from_dict
 
-        self.recipe = recipe_from_dict(
-            json.loads((run / "recipe.json").read_text()), str(run / "recipe.json")
-        )
-        self.base_model = resolve_model_path(self.recipe.model.name_or_path, device="cpu")
+        self.recipe = recipe_from_dict(run_model_settings(json.loads((run / "recipe.json").read_text())))
+        self.base_model = resolve_model_path(self.recipe.model.model_name_or_path, device="cpu")
         self.load = partial(load_model, recipe=self.recipe)
         self.max_new_tokens = max_new_tokens
 
@@ -469,7 +478,7 @@ def command_trained(options) -> int:
 def command_checkpoints(options) -> int:
     from edit_grpo_trl.data.cases import load_cases
     from edit_grpo_trl.evaluation.evaluate import EvalBaseline
-    from edit_grpo_trl.evaluation.run import eval_config, evaluate_checkpoint
+    from edit_grpo_trl.evaluation.run import evaluate_checkpoint
 
     rows = []
     for run in map(Path, options.runs):
@@ -501,7 +510,7 @@ def command_checkpoints(options) -> int:
                     answers.load,
                     str(path),
                     cases,
-                    eval_config(answers.recipe.evaluation, progress=False),
+                    dataclasses.replace(answers.recipe.evaluation, progress=False),
                     out,
                     baseline=baseline,
                 )

@@ -197,3 +197,14 @@ def test_edited_objects_count_the_cases_that_write_them():
         "Hue", "Oslo", "birth_city", cases, {"birth_city": set(map(str.lower, CITIES))}
     )
     assert unedited["same_type"] and not unedited["edited_object"] and "writers" not in unedited
+
+
+def test_run_model_settings_read_old_and_new_run_folders():
+    from edit_grpo_trl.recipe import recipe_from_dict
+
+    old = {"model": {"name_or_path": "world:tiny", "dtype": "float32"}, "evaluation": {"batch_size": 8}}
+    new = {"model": {"model_name_or_path": "world:tiny"}, "training": {"max_steps": 3}, "output_dir": "x"}
+    for written in (old, new):
+        recipe = recipe_from_dict(causes.run_model_settings(written))
+        assert recipe.model.model_name_or_path == "world:tiny"
+    assert recipe_from_dict(causes.run_model_settings(old)).evaluation.batch_size == 8
