@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -11,6 +12,7 @@ from edit_grpo_trl.editors.wise import (
     WiseLinear,
     install_wise,
     prepare_wise_for_training,
+    router_scores,
     ties_merge,
     wise_modules,
     wise_training_defaults,
@@ -31,7 +33,7 @@ def _activations(model, tokenizer, text: str) -> torch.Tensor:
     return captured["x"][0]
 
 
-def _routed_model(small_qwen3, threshold: float = 0.5) -> WiseLinear:
+def _routed_model(small_qwen3, threshold: float = 0.5, router_score: str = "mean") -> WiseLinear:
     """A side memory that differs from the main one only along the layer-1 MLP activation of "Kalo" at the
     start of a prompt (orthogonal to the activations of every other token of the test prompts)."""
     model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
@@ -47,7 +49,7 @@ def _routed_model(small_qwen3, threshold: float = 0.5) -> WiseLinear:
     )
     basis, _ = torch.linalg.qr(others.T)
     key = key - basis @ (basis.T @ key)
-    wise = install_wise(model, MODULE)
+    wise = install_wise(model, MODULE, router_score=router_score)
     torch.manual_seed(1)
     direction = torch.randn(wise.out_features)
     with torch.no_grad():
@@ -70,8 +72,28 @@ def test_router_sends_the_keyed_prompt_to_the_side_memory_and_others_to_main(sma
         assert not wise.last_routes.any()
 
 
-def test_routing_is_the_same_teacher_forced_and_decoded_with_a_cache_and_padding(small_qwen3):
-    wise = _routed_model(small_qwen3, threshold=0.2)
+def test_router_scores_pool_causally_and_continue_across_calls():
+    distance = torch.tensor([[4.0, 1.0, 6.0, 2.0], [3.0, 5.0, 1.0, 0.0]])
+    valid = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0]])  # row 1: left padding
+    expected = {
+        "mean": [[4.0, 2.5, 11 / 3, 13 / 4], [0.0, 5.0, 3.0, 2.0]],
+        "max": [[4.0, 4.0, 6.0, 6.0], [0.0, 5.0, 5.0, 5.0]],
+        "token": [[4.0, 1.0, 6.0, 2.0], [0.0, 5.0, 1.0, 0.0]],
+    }
+    for mode, values in expected.items():
+        scores, _ = router_scores(distance, valid, mode)
+        assert torch.allclose(scores, torch.tensor(values)), mode
+        # Decoding: the first three positions in one call, the last one continuing from its state.
+        _, state = router_scores(distance[:, :3], valid[:, :3], mode)
+        last, _ = router_scores(distance[:, 3:], valid[:, 3:], mode, *state)
+        assert torch.allclose(last[:, 0], scores[:, 3]), mode
+    with pytest.raises(ValueError):
+        router_scores(distance, valid, "median")
+
+
+@pytest.mark.parametrize("router_score", ["mean", "max", "token"])
+def test_routing_is_the_same_teacher_forced_and_decoded_with_a_cache_and_padding(small_qwen3, router_score):
+    wise = _routed_model(small_qwen3, threshold=0.2, router_score=router_score)
     model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
     tokenizer.padding_side = "left"
     prompts = ["Kalo was born in", "the violin of Mira is"]
@@ -87,6 +109,15 @@ def test_routing_is_the_same_teacher_forced_and_decoded_with_a_cache_and_padding
     assert wise_modules(model) == {MODULE: wise}
 
 
+def test_token_router_routes_only_the_keyed_position(small_qwen3):
+    wise = _routed_model(small_qwen3, router_score="token")
+    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
+    with torch.no_grad():
+        model(input_ids=_ids(tokenizer, "Kalo was born in"))
+    # Only "Kalo" itself differs along the side memory's key; the mean router keeps every later position.
+    assert wise.last_routes[0].tolist() == [True, False, False, False]
+
+
 def test_ties_merge_keeps_disjoint_shards_and_elects_signs():
     base = torch.zeros(2, 3)
     first = torch.tensor([[1.0, 0.0, 0.0], [0.0, -2.0, 0.0]])
@@ -99,9 +130,13 @@ def test_ties_merge_keeps_disjoint_shards_and_elects_signs():
     assert torch.allclose(ties_merge(base, [first, second], [1.0, 1.0], 1.0, "linear"), (first + second) / 2)
 
 
-def _wise_manifest(source) -> EditManifest:
+def _wise_manifest(source, **hparams) -> EditManifest:
     record = EditRecord(
-        editor="wise", hparams={"layers": [1]}, case_ids=["c1"], layers=[1], mode="sequential"
+        editor="wise",
+        hparams={"layers": [1], **hparams},
+        case_ids=["c1"],
+        layers=[1],
+        mode="sequential",
     )
     return EditManifest.from_record(record, source_model=str(source))
 
@@ -133,6 +168,15 @@ def test_save_load_evaluate_round_trip_gives_the_same_outputs(small_qwen3, tmp_p
         assert torch.equal(main_only, model(input_ids=_ids(tokenizer, "Kalo was born in Paris")).logits)
     assert wise_training_defaults(folder) == {"alignment_module": "mlp.down_proj.side"}
     assert wise_training_defaults(tmp_path / "base") == {}
+
+
+def test_checkpoint_keeps_the_router_score(small_qwen3, tmp_path):
+    wise = _routed_model(small_qwen3, router_score="token")
+    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
+    manifest = _wise_manifest(tmp_path, router_score="token")
+    folder = save_edited(model, tokenizer, manifest, tmp_path / "edited", tmp_path / "base")
+    (rebuilt,) = wise_modules(load_edited_model(folder, dtype=torch.float32)).values()
+    assert rebuilt.router_score == wise.router_score == "token"
 
 
 def test_stage2_trains_the_side_memory_only(small_qwen3):

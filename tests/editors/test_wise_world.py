@@ -22,12 +22,12 @@ from .conftest import untouched_anchors
 
 pytestmark = pytest.mark.slow
 NUM_CASES = 20
-# What the world-tiny preset reaches (measured 0.75 / 0.55, docs/editors.md), not the 0.90 reliability and
-# 0.95 kept asked of WISE: on this world one relation's last-token keys are alike, so the side memory behaves
-# like FT-M's fine-tuned copy and the router cannot tell edited from unedited people. The floors catch
-# regressions; the gap is reported, not hidden.
+# What the world-tiny preset reaches (per-token router, act_ratio 0.3: measured 0.75 / 0.64; the mean router
+# kept 0.55), not the 0.90 reliability and 0.95 kept asked of WISE: as edits accumulate the side memory moves
+# every prompt of the world, and the router cannot tell edited from unedited people (docs/editors.md, "Routing
+# on the tiny world"). The floors catch regressions; the gap is reported, not hidden.
 RELIABILITY_FLOOR = 0.7
-KEPT_FLOOR = 0.5
+KEPT_FLOOR = 0.6
 ROUTED_EDIT_FLOOR = 0.9
 
 

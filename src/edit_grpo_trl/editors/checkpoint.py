@@ -296,8 +296,8 @@ def load_edited_model(path: str | Path, **from_pretrained_kwargs):
     """The model in ``path`` as ``AutoModelForCausalLM.from_pretrained`` loads it, with any WISE side memory.
 
     The one loader for edited checkpoints: a WISE folder gets its routed projections back (side memory and
-    router threshold from its weights; ``stage2_train_router`` from its manifest); any other folder or Hub
-    id is exactly ``from_pretrained``.
+    router threshold from its weights; ``stage2_train_router`` and ``router_score`` from its manifest); any
+    other folder or Hub id is exactly ``from_pretrained``.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -313,9 +313,11 @@ def load_edited_model(path: str | Path, **from_pretrained_kwargs):
         model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-    train_router = False
+    train_router, router_score = False, "mean"
     if (Path(path) / MANIFEST_NAME).is_file():
-        train_router = bool(read_manifest(path).hyperparameters.get("stage2_train_router", False))
-    names = restore_wise(model, state, train_router=train_router)
+        hyperparameters = read_manifest(path).hyperparameters
+        train_router = bool(hyperparameters.get("stage2_train_router", False))
+        router_score = str(hyperparameters.get("router_score", "mean"))
+    names = restore_wise(model, state, train_router=train_router, router_score=router_score)
     logger.info("WISE checkpoint %s: side memory rebuilt at %s", path, ", ".join(names))
     return model

@@ -3,8 +3,9 @@
 The pretrained ``down_proj`` of one layer stays as the *main memory*; a copy of it, the *side memory*, takes
 the edits. :class:`WiseLinear` replaces the projection and computes both outputs; a router sends a token to
 the side memory when the activation difference ``||act(x W_side^T) - act(x W_main^T)||`` (EasyEdit's distance,
-with the model's hidden activation ``act``), averaged over the sequence's tokens so far, exceeds a threshold
-learned from the edits (``act_ratio`` x the smallest in-scope difference any edit reached).
+with the model's hidden activation ``act``), pooled over the sequence's tokens so far (``router_score``: the
+mean as EasyEdit, the max, or the position's own difference), exceeds a threshold learned from the edits
+(``act_ratio`` x the smallest in-scope difference any edit reached).
 
 Editing (:class:`WiseEditor`, one case at a time):
 
@@ -23,10 +24,10 @@ Editing (:class:`WiseEditor`, one case at a time):
 This is WISE-Merge (one side memory); EasyEdit's WISE-Retrieve (one side memory per merge group, picked by
 activation) is not implemented. Written from the paper and from reading EasyEdit's ``easyeditor/models/wise``.
 
-Routing is causal: position ``t`` goes to the side memory when the mean difference over the valid tokens up to
-``t`` exceeds the threshold, so a teacher-forced forward and token-by-token decoding with a KV cache route every
+Routing is causal: position ``t`` goes to the side memory when its score (from the valid tokens up to ``t``)
+exceeds the threshold, so a teacher-forced forward and token-by-token decoding with a KV cache route every
 position the same way. Padding is skipped through the attention mask, which a pre-hook on the decoder stack
-hands to the projection (with the cache length, so decoding continues the prompt's running mean).
+hands to the projection (with the cache length, so decoding continues the prompt's running score).
 
 Checkpoints keep the main memory under the projection's usual weight name, the side memory as
 ``<down_proj>.side.weight`` and the threshold as ``<down_proj>.router_threshold``;
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 SIDE_SUFFIX = "side.weight"
 THRESHOLD_SUFFIX = "router_threshold"
 MERGE_ALGORITHMS = ("ties", "linear")
+ROUTER_SCORES = ("mean", "max", "token")
 
 
 @dataclass
@@ -89,6 +91,10 @@ class WiseHParams(EditorHParams):
     seed: int = 0
     # Stage 2: train the router's threshold too (a straight-through gate), not only the side memory.
     stage2_train_router: bool = False
+    # How the router pools the per-token activation difference into position t's score: ``mean`` over the
+    # valid tokens up to t (EasyEdit's), their ``max``, or ``token``: position t's own difference. The margin
+    # loss reads the same score, so the edit trains what the router will see.
+    router_score: str = "mean"
 
     def __post_init__(self) -> None:
         if self.norm_constraint is False:
@@ -122,6 +128,8 @@ class WiseHParams(EditorHParams):
             problems.append(f"densities must be in (0, 1], got {self.densities}")
         if self.norm_constraint is not None and self.norm_constraint <= 0:
             problems.append(f"norm_constraint must be positive or null, got {self.norm_constraint}")
+        if self.router_score not in ROUTER_SCORES:
+            problems.append(f"router_score must be one of {ROUTER_SCORES}, got {self.router_score!r}")
         if not 0 <= self.loc_related <= 1:
             problems.append(f"loc_related must be in [0, 1], got {self.loc_related}")
         if self.loc_samples < 1 or self.loc_pool < self.loc_samples:
@@ -140,10 +148,46 @@ def _activation(name: str):
     return ACT2FN[name]
 
 
+def router_scores(
+    distance: torch.Tensor,
+    valid: torch.Tensor,
+    mode: str = "mean",
+    start_stat: torch.Tensor | None = None,
+    start_count: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Each position's routing score from the per-token differences (batch, time), causally.
+
+    ``start_stat`` / ``start_count`` continue an earlier call's state (the running sum or max and the count of
+    valid tokens, per row) across decoding steps. Returns the scores and the state after the last position.
+    """
+    batch = distance.shape[0]
+    if start_stat is None:
+        start_stat = torch.zeros(batch, device=distance.device)
+    if start_count is None:
+        start_count = torch.zeros(batch, device=distance.device)
+    distance = distance * valid
+    counts = start_count[:, None] + valid.cumsum(dim=1)
+    if mode == "mean":
+        sums = start_stat[:, None] + distance.cumsum(dim=1)
+        return sums / counts.clamp(min=1.0), (sums[:, -1], counts[:, -1])
+    if mode == "max":  # differences are >= 0, so 0 stands for "no token yet" and for padding
+        running = torch.maximum(start_stat[:, None], distance.cummax(dim=1).values)
+        return running, (running[:, -1], counts[:, -1])
+    if mode == "token":
+        return distance, (torch.zeros_like(start_stat), counts[:, -1])
+    raise ValueError(f"router score must be one of {ROUTER_SCORES}, got {mode!r}")
+
+
 class WiseLinear(nn.Module):
     """A linear projection with a main memory (``weight``), a side memory (``side``) and a router."""
 
-    def __init__(self, base: nn.Module, hidden_act: str = "silu", train_router: bool = False):
+    def __init__(
+        self,
+        base: nn.Module,
+        hidden_act: str = "silu",
+        train_router: bool = False,
+        router_score: str = "mean",
+    ):
         super().__init__()
         # GPT-2's Conv1D keeps its weight as (in, out) and computes x W + b; nn.Linear keeps (out, in).
         self.transposed = type(base).__name__ == "Conv1D"
@@ -169,6 +213,9 @@ class WiseLinear(nn.Module):
         )
         self.hidden_act = hidden_act
         self.train_router = train_router
+        if router_score not in ROUTER_SCORES:
+            raise EditorConfigError(f"router_score must be one of {ROUTER_SCORES}, got {router_score!r}")
+        self.router_score = router_score
         self.router_temperature = 0.1  # relative to the threshold, for the straight-through gate's gradient
         # Editing: the pending shard's weight; forward then runs it on every token and keeps both outputs.
         self.editing_weight: torch.Tensor | None = None
@@ -179,7 +226,10 @@ class WiseLinear(nn.Module):
         self.last_routes: torch.Tensor | None = None  # (batch, time) bool: which positions went to the side
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, act={self.hidden_act}, threshold={float(self.router_threshold):.4g}"
+        return (
+            f"in={self.in_features}, out={self.out_features}, act={self.hidden_act}, "
+            f"score={self.router_score}, threshold={float(self.router_threshold):.4g}"
+        )
 
     def distance(self, main_out: torch.Tensor, other_out: torch.Tensor) -> torch.Tensor:
         """Per-token activation difference ``||act(other) - act(main)||`` in float32, shape (batch, time)."""
@@ -227,10 +277,9 @@ class WiseLinear(nn.Module):
         grad_router = self.train_router and self.router_threshold.requires_grad and torch.is_grad_enabled()
         with torch.set_grad_enabled(grad_router):
             valid, start_sum, start_count = self._valid_and_start(batch, length, main_out.device)
-            distance = self.distance(main_out, side_out) * valid
-            sums = start_sum[:, None] + distance.cumsum(dim=1)
-            counts = start_count[:, None] + valid.cumsum(dim=1)
-            running = sums / counts.clamp(min=1.0)
+            running, state = router_scores(
+                self.distance(main_out, side_out), valid, self.router_score, start_sum, start_count
+            )
             threshold = self.router_threshold
             routes = (running > threshold) & (valid > 0)
             gate = routes.to(main_out.dtype)
@@ -239,7 +288,7 @@ class WiseLinear(nn.Module):
                     (running - threshold) / (self.router_temperature * threshold.abs() + 1e-6)
                 )
                 gate = gate + (soft - soft.detach()).to(main_out.dtype)
-        self._running = (sums[:, -1].detach(), counts[:, -1].detach())
+        self._running = (state[0].detach(), state[1].detach())
         self.last_routes = routes.detach()
         out = main_out + gate.unsqueeze(-1) * (side_out - main_out)
         return out.squeeze(0) if squeeze else out
@@ -277,14 +326,22 @@ def _hidden_act(config) -> str:
     return getattr(config, "hidden_act", None) or getattr(config, "activation_function", None) or "silu"
 
 
-def install_wise(model: nn.Module, module_name: str, train_router: bool = False) -> WiseLinear:
+def install_wise(
+    model: nn.Module, module_name: str, train_router: bool = False, router_score: str = "mean"
+) -> WiseLinear:
     """Replace ``module_name`` (an nn.Linear) with a :class:`WiseLinear` around it; idempotent."""
     current = get_module(model, module_name)
     if isinstance(current, WiseLinear):
+        if current.router_score != router_score:
+            raise EditorConfigError(
+                f"{module_name} already routes by router_score {current.router_score!r}, not {router_score!r}"
+            )
         return current
     parent_name, _, child = module_name.rpartition(".")
     parent = get_module(model, parent_name) if parent_name else model
-    wise = WiseLinear(current, _hidden_act(model.config), train_router=train_router)
+    wise = WiseLinear(
+        current, _hidden_act(model.config), train_router=train_router, router_score=router_score
+    )
     setattr(parent, child, wise)
     _decoder_stack(model).register_forward_pre_hook(_ContextHook(wise), with_kwargs=True)
     return wise
@@ -306,11 +363,16 @@ def wise_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def restore_wise(model: nn.Module, state: dict[str, torch.Tensor], train_router: bool = False) -> list[str]:
+def restore_wise(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    train_router: bool = False,
+    router_score: str = "mean",
+) -> list[str]:
     """Install and fill the routed projections that ``state`` (from :func:`wise_state`) names."""
     names = sorted(key[: -len(SIDE_SUFFIX) - 1] for key in state if key.endswith("." + SIDE_SUFFIX))
     for name in names:
-        wise = install_wise(model, name, train_router=train_router)
+        wise = install_wise(model, name, train_router=train_router, router_score=router_score)
         threshold_key = f"{name}.{THRESHOLD_SUFFIX}"
         if threshold_key not in state:
             raise EditorConfigError(f"the WISE state names a side memory at {name} but no router threshold")
@@ -497,7 +559,7 @@ class WiseEditor(Editor):
         main_out, edited = wise.captured
         distance = wise.distance(main_out, edited)
         valid = attention_mask.float()
-        running = (distance * valid).cumsum(1) / valid.cumsum(1).clamp(min=1.0)
+        running, _ = router_scores(distance, valid, wise.router_score)
         in_scope = []
         for row, start in enumerate(first_answer):
             end = int(attention_mask[row].sum()) - 1  # the last position predicting an object token
@@ -612,7 +674,10 @@ class WiseEditor(Editor):
         (layer,) = self.hparams.layers
         self._context_templates(model, tokenizer)  # sampled from the unedited model, before routing exists
         wise = install_wise(
-            model, self.hparams.rewrite_module_tmp.format(layer), self.hparams.stage2_train_router
+            model,
+            self.hparams.rewrite_module_tmp.format(layer),
+            self.hparams.stage2_train_router,
+            self.hparams.router_score,
         )
         state = self._state.get(layer)
         if state is None:
