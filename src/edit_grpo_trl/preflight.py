@@ -222,7 +222,7 @@ def _check_lora(recipe: PipelineRecipe, meta_model, result: Preflight) -> None:
     try:
         from edit_grpo_trl.loading import lora_config
 
-        lora_config(recipe.lora)  # every lora.options key is a peft.LoraConfig field
+        lora_config(recipe.lora)  # every lora key is a peft.LoraConfig field, with values it accepts
     except (ValueError, TypeError) as error:
         result.fail("lora", error)
     names = [name for name, _ in meta_model.named_modules()]

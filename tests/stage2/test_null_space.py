@@ -85,6 +85,17 @@ def train_one_step(tmp_path, tokenizer, agt_dataset, project: bool):
     return moved
 
 
+def one_step_trainer(model, tmp_path, tokenizer, agt_dataset) -> EditGRPOTrainer:
+    """An Edit-GRPO trainer of one step on ``model``, for the checks that need a trainer to attach to."""
+    return EditGRPOTrainer(
+        model,
+        reward_funcs=[varied_reward],
+        args=EditGRPOConfig(output_dir=str(tmp_path / "out"), **COMMON, alignment_layer=1, max_steps=1),
+        train_dataset=agt_dataset,
+        processing_class=tokenizer,
+    )
+
+
 def test_projected_updates_keep_the_preserved_keys_outputs(tmp_path, tokenizer, agt_dataset):
     for layer, (delta, keys) in train_one_step(tmp_path / "on", tokenizer, agt_dataset, project=True).items():
         assert delta.norm() > 1e-3, f"layer {layer}: the projection left no update at all"
@@ -100,13 +111,7 @@ def test_projected_updates_keep_the_preserved_keys_outputs(tmp_path, tokenizer, 
 
 
 def test_the_switch_is_refused_where_it_cannot_work(tmp_path, tokenizer, agt_dataset):
-    trainer = EditGRPOTrainer(
-        make_model(seed=1),
-        reward_funcs=[varied_reward],
-        args=EditGRPOConfig(output_dir=str(tmp_path / "out"), **COMMON, alignment_layer=1, max_steps=1),
-        train_dataset=agt_dataset,
-        processing_class=tokenizer,
-    )
+    trainer = one_step_trainer(make_model(seed=1), tmp_path, tokenizer, agt_dataset)
     source = KeyStatisticsSource("world", 10)
     with pytest.raises(NullSpaceError, match="names no edited layer"):
         attach_null_space_projection(trainer, [], source, 0.02)
@@ -125,13 +130,7 @@ def test_the_switch_is_refused_where_it_cannot_work(tmp_path, tokenizer, agt_dat
 
 
 def test_an_empty_null_space_is_refused(tmp_path, tokenizer, agt_dataset):
-    trainer = EditGRPOTrainer(
-        make_model(seed=1),
-        reward_funcs=[varied_reward],
-        args=EditGRPOConfig(output_dir=str(tmp_path / "out"), **COMMON, alignment_layer=1, max_steps=1),
-        train_dataset=agt_dataset,
-        processing_class=tokenizer,
-    )
+    trainer = one_step_trainer(make_model(seed=1), tmp_path, tokenizer, agt_dataset)
     # 40 random 8-word texts: 320 keys span all 48 inputs, so every eigenvalue is well above 1e-12
     rng = random.Random(0)
     words = [w for w in WORDS if not w.startswith("<")]
@@ -161,13 +160,7 @@ def test_the_edit_manifest_names_the_keys_corpus(tmp_path, tokenizer, agt_datase
     hyperparameters = {"layers": LAYERS, "mom2_dataset": str(corpus), "mom2_n_samples": 3}
     manifest_template(tmp_path, "memit", "base", ["c0"], LAYERS, hyperparameters=hyperparameters)
     model = make_model(seed=1)
-    trainer = EditGRPOTrainer(
-        model,
-        reward_funcs=[varied_reward],
-        args=EditGRPOConfig(output_dir=str(tmp_path / "out"), **COMMON, alignment_layer=1, max_steps=1),
-        train_dataset=agt_dataset,
-        processing_class=tokenizer,
-    )
+    trainer = one_step_trainer(model, tmp_path, tokenizer, agt_dataset)
     callback = attach_null_space(trainer, LAYERS, str(tmp_path), 1e-9)
     assert callback in trainer.callback_handler.callbacks
     projected = [weight for weight, _ in callback.weights]
