@@ -362,21 +362,19 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
                 features_mask[:num_samples][anchors],
                 local_groups[anchors],
             )
+        generalization = local_roles == Role.GENERALIZATION
         if self._split_checks_left > 0:  # kept for the check against a one-process computation
-            generalization = local_roles == Role.GENERALIZATION
+            offset = self.accelerator.process_index * len(inputs)
+            tags = torch.stack([selected[generalization] + offset, local_groups[generalization]], dim=1)
             self._split_check_features = (
-                selected[generalization],
-                *self._strip_padding(
-                    sample_x[generalization],
-                    sample_d[generalization],
-                    features_mask[:num_samples][generalization],
-                ),
-                local_groups[generalization],
+                sample_x[generalization],
+                sample_d[generalization],
+                features_mask[:num_samples][generalization],
+                tags,
                 anchor_x,
                 anchor_d,
                 anchor_groups,
             )
-        generalization = local_roles == Role.GENERALIZATION
         cosines = torch.zeros(len(inputs), dtype=torch.float32, device=device)
         cosines[selected[generalization]] = alignment_cosines(
             sample_x[generalization],
@@ -422,25 +420,27 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
             packed_d[row, : d.size(0)] = d.to(device)
         return packed_x, packed_d
 
-    def _gathered_feature_rows(self, features_x, features_d, mask, groups):
-        """The feature rows of every process, in process order (padded positions dropped before sending).
+    def _gathered_feature_rows(self, features_x, features_d, mask, tags):
+        """The feature rows of every process, in process order, with each row's tags (a case code, or any
+        integers per row); padded positions are dropped before sending.
 
-        Used for the anchor directions: a case's anchors may have been computed on another process.
+        Used for the anchor directions (a case's anchors may have been computed on another process) and by
+        the split check (every generalization row, tagged with its row in the gathered batch and its case).
         """
         xs, ds = self._strip_padding(features_x, features_d, mask)
-        everything = gather_object(list(zip(groups.tolist(), xs, ds, strict=True)))
+        everything = gather_object(list(zip(tags.tolist(), xs, ds, strict=True)))
         device = self.accelerator.device
         if not everything:
             return (
                 features_x.new_zeros((0, 1, features_x.size(-1))),
                 features_d.new_zeros((0, 1, features_d.size(-1))),
-                torch.zeros(0, dtype=torch.long, device=device),
+                torch.zeros((0, *tags.shape[1:]), dtype=torch.long, device=device),
             )
         packed_x, packed_d = self._packed(
             [x for _, x, _ in everything], [d for _, _, d in everything], features_x
         )
-        gathered_groups = torch.tensor([group for group, _, _ in everything], dtype=torch.long, device=device)
-        return packed_x, packed_d, gathered_groups
+        gathered_tags = torch.tensor([tag for tag, _, _ in everything], dtype=torch.long, device=device)
+        return packed_x, packed_d, gathered_tags
 
     # ------------------------------------------------------------------ split check
     def _check_split(self, num_local, rewards, case_index, roles, advantages, cosines, result_advantages):
@@ -457,18 +457,13 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         device = self.accelerator.device
         kept = self.accelerator.gather(advantages[self._local_slice(num_local)].float())
         if self.args.alignment_coef != 0:
-            rows, xs, ds, groups, anchor_x, anchor_d, anchor_groups = self._split_check_features
-            offset = self.accelerator.process_index * num_local
-            everything = gather_object(
-                list(zip((rows + offset).tolist(), groups.tolist(), xs, ds, strict=True))
-            )
+            x, d, mask, tags, anchor_x, anchor_d, anchor_groups = self._split_check_features
+            x, d, tags = self._gathered_feature_rows(x, d, mask, tags)
             reference_cosines = torch.zeros(len(roles), dtype=torch.float32, device=device)
-            if everything:
-                x, d = self._packed([e[2] for e in everything], [e[3] for e in everything], anchor_x)
-                groups_all = torch.tensor([e[1] for e in everything], dtype=torch.long, device=device)
-                reference_cosines[torch.tensor([e[0] for e in everything], device=device)] = (
-                    alignment_cosines(x, d, groups_all, anchor_x, anchor_d, anchor_groups).float()
-                )
+            if len(tags):
+                reference_cosines[tags[:, 0]] = alignment_cosines(
+                    x, d, tags[:, 1], anchor_x, anchor_d, anchor_groups
+                ).float()
             reference = self._with_alignment_term(result_advantages, reference_cosines, roles, case_index)
             cosine_gap = (cosines.float() - reference_cosines).abs().max().item()
         else:
@@ -478,12 +473,12 @@ class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
         spans: dict[int, set[int]] = {}
         for code, owner in zip(case_index.tolist(), owners, strict=True):
             spans.setdefault(code, set()).add(owner)
-        straddling = sorted(code for code, ranks in spans.items() if len(ranks) > 1)
+        straddling = sum(len(ranks) > 1 for ranks in spans.values())
         check = {
             "step": self.state.global_step,
             "processes": self.accelerator.num_processes,
             "cases": len(spans),
-            "straddling_cases": len(straddling),
+            "straddling_cases": straddling,
             "max_abs_diff_advantage": advantage_gap,
             "max_abs_diff_cosine": cosine_gap,
             "tolerance": SPLIT_CHECK_TOLERANCE,
