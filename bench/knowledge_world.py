@@ -231,7 +231,7 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
         "wall_seconds": wall,
     }
     final = "post_refinement" if condition.trains else "post_edit"
-    record["per_case"] = per_case_scores(layout.evaluation(final) / "per_case.jsonl")
+    record["per_case"] = per_case_scores(layout.evaluation(final))
     if condition.trains:
         train = read(layout.marker("train"))
         record["metrics"] = read(layout.evaluation("post_refinement") / "metrics.json")
@@ -244,20 +244,16 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
     return record
 
 
-def per_case_scores(path: Path) -> dict[str, dict[str, float]]:
-    """Each case's numeric scores at one evaluation point (``per_case.jsonl``), for paired tests over cases."""
-    if not path.is_file():
-        return {}
-    scores = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line) if line.strip() else None
-        if row:
-            scores[str(row["case_id"])] = {
-                key: value
-                for key, value in row.items()
-                if isinstance(value, int | float) and key != "case_id"
-            }
-    return scores
+def per_case_scores(folder: Path) -> dict[str, dict[str, float]]:
+    """Each case's numeric scores at one evaluation point (its folder), for paired tests over cases."""
+    from edit_grpo_trl.evaluation.evaluate import read_per_case
+
+    return {
+        str(row["case_id"]): {
+            key: value for key, value in row.items() if isinstance(value, int | float) and key != "case_id"
+        }
+        for row in read_per_case(folder) or []
+    }
 
 
 def case_paired_table(rows: list[dict], metrics, compare: tuple[str, str]) -> str:

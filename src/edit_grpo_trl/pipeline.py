@@ -420,6 +420,7 @@ class Pipeline:
             shutil.rmtree(self.layout.training)
 
     def stage_report(self) -> dict[str, Any]:
+        from edit_grpo_trl.evaluation.evaluate import read_per_case
         from edit_grpo_trl.evaluation.report import write_report
 
         points = {}
@@ -428,11 +429,10 @@ class Pipeline:
             points[point] = json.loads(path.read_text())
         breakdown = self.layout.evaluation("post_refinement") / "locality.json"
         locality = json.loads(breakdown.read_text()) if breakdown.is_file() else None
-        per_case = {}
-        for point in ("post_edit", "post_refinement"):
-            rows = self.layout.evaluation(point) / "per_case.jsonl"
-            if rows.is_file():
-                per_case[point] = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
+        per_case = {
+            point: read_per_case(self.layout.evaluation(point)) for point in ("post_edit", "post_refinement")
+        }
+        per_case = {point: rows for point, rows in per_case.items() if rows is not None}
         table = write_report(points, self.layout.report, overwrite=True, locality=locality, per_case=per_case)
         if self.recipe.wandb.project:
             self._log_report_to_wandb(points)

@@ -50,6 +50,7 @@ FAMILIES = ("reliability", "generalization", "portability", "locality")
 FLIPS = ("own_new_object", "other_new_object", "other")
 # EasyEdit's names for the families, as its results.json spells them
 EASYEDIT_KEYS = {"reliability": "rewrite_acc", "generalization": "rephrase_acc"}
+PER_CASE_FILE = "per_case.jsonl"  # one row per case: its id and every metric's score for that case
 
 
 @dataclass
@@ -101,7 +102,7 @@ class EvalResult:
         locality.json (by probe key) and results.json (EasyEdit's layout, under ``easyedit_phase``)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write(out_dir / "per_case.jsonl", "".join(json.dumps(row) + "\n" for row in self.per_case))
+        _write(out_dir / PER_CASE_FILE, "".join(json.dumps(row) + "\n" for row in self.per_case))
         _write(out_dir / "probes.jsonl", "".join(json.dumps(row) + "\n" for row in self.probes))
         _write(out_dir / "locality.json", json.dumps(self.locality_breakdown(), indent=1))
         records = [
@@ -112,6 +113,14 @@ class EvalResult:
         _write(out_dir / "results.json", json.dumps(records, indent=1, ensure_ascii=False))
         _write(out_dir / "metrics.json", json.dumps(self.metrics, indent=1))
         return out_dir
+
+
+def read_per_case(out_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The per-case rows an evaluation saved under ``out_dir`` (:meth:`EvalResult.save`), or None if none."""
+    path = Path(out_dir) / PER_CASE_FILE
+    if not path.is_file():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _mean(values: Iterable[float]) -> float | None:
