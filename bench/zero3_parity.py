@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="runs/zero3_parity")
     parser.add_argument("--out", required=True, help="JSON file for reports, markers and timings")
     options = parser.parse_args(argv)
+    if options.batch and options.batch % options.processes:
+        parser.error(f"--batch {options.batch} does not split evenly over --processes {options.processes}")
     root = Path(options.root)
     root.mkdir(parents=True, exist_ok=True)
     results = {}
