@@ -129,11 +129,11 @@ def test_edit_grpo_stops_at_the_logged_step_once_saturated(tmp_path, tokenizer, 
 def test_vanilla_grpo_stops_on_the_same_figures(tmp_path, tokenizer):
     from trl import GRPOConfig
 
-    from edit_grpo_trl.stage2.locality import LocalityGRPOTrainer
     from edit_grpo_trl.stage2.rewards import resolve_reward_functions
+    from edit_grpo_trl.stage2.vanilla_grpo import VanillaGRPOTrainer
 
     settings = {k: v for k, v in SHORT.items() if k != "alignment_coef"}
-    trainer = LocalityGRPOTrainer(
+    trainer = VanillaGRPOTrainer(
         make_model(seed=2),
         reward_funcs=resolve_reward_functions(["anchor_accuracy", "generalization_accuracy"]),
         args=GRPOConfig(output_dir=str(tmp_path), **settings),
@@ -143,7 +143,7 @@ def test_vanilla_grpo_stops_on_the_same_figures(tmp_path, tokenizer):
     attach_reward_saturation_stop(trainer, 0.5, 1)
     assert trainer.train().global_step == early_stop_step(trainer) == 1
 
-    only_anchor = LocalityGRPOTrainer(
+    only_anchor = VanillaGRPOTrainer(
         make_model(seed=2),
         reward_funcs=resolve_reward_functions(["anchor_accuracy"]),
         args=GRPOConfig(output_dir=str(tmp_path), **settings),

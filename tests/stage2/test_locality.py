@@ -13,13 +13,13 @@ from edit_grpo_trl import EditGRPOConfig, EditGRPOTrainer
 from edit_grpo_trl.stage2.layer_features import AlignmentModuleError
 from edit_grpo_trl.stage2.locality import (
     IGNORE_INDEX,
-    LocalityGRPOTrainer,
     LocalityPool,
     LocalitySFTTrainer,
     answer_nll,
     teacher_forced_batch,
 )
 from edit_grpo_trl.stage2.scope import apply_train_scope, scope_prefixes
+from edit_grpo_trl.stage2.vanilla_grpo import VanillaGRPOTrainer
 
 from .conftest import make_agt_rows, make_model
 
@@ -122,7 +122,7 @@ def test_edit_grpo_trains_the_pool_answers_only_when_the_coefficient_is_on(tmp_p
 def test_baselines_get_the_same_term(tmp_path, tokenizer):
     model = make_model()
     before = _pool_nll(model, tokenizer)
-    grpo = LocalityGRPOTrainer(
+    grpo = VanillaGRPOTrainer(
         model,
         reward_funcs=[constant_reward],
         args=GRPOConfig(output_dir=str(tmp_path / "grpo"), **COMMON),

@@ -33,6 +33,7 @@ _RANGES = (
     ("split_check_batches", 0, False),
     ("num_train_epochs", 0.0, False),
     ("early_stop_window", 1, False),
+    ("target_injection_gamma", 0.0, False),
 )
 
 
@@ -91,6 +92,15 @@ class EditGRPOConfig(GRPOConfig):
         null_space_threshold (`float`, defaults to `0.02`):
             Eigenvalues of the keys' second moment `E[k0 k0^T]` below this span the null space (AlphaEdit's
             `nullspace_threshold`, same meaning and default).
+        target_injection (`bool`, defaults to `False`):
+            When every sampled completion of a case's anchor misses the new object, replace the last one by
+            the new object itself, weighted in the loss by `p / (p + target_injection_gamma)` (`p`: the policy's
+            geometric-mean probability of its tokens). For anchors RL cannot reach by sampling
+            (`edit_grpo_trl.stage2.target_injection`). Applies alike to the vanilla-GRPO baseline; refused for
+            SFT and with vLLM.
+        target_injection_gamma (`float`, defaults to `0.1`):
+            The `gamma` of that regularized importance weight, >= 0 (`0`: the injected completion is trained at
+            full weight).
         split_check_batches (`int`, defaults to `0`):
             Under a multi-process launch, recompute this many generation batches (the first ones) on one
             process from the gathered per-row features, compare the advantages and alignment cosines every
@@ -180,6 +190,17 @@ class EditGRPOConfig(GRPOConfig):
     null_space_threshold: float = field(
         default=2e-2,
         metadata={"help": "Eigenvalues of E[k0 k0^T] below this span the null space (> 0)."},
+    )
+    target_injection: bool = field(
+        default=False,
+        metadata={
+            "help": "Put the new object in as one anchor completion of a case whose samples all miss it, "
+            "weighted by p / (p + target_injection_gamma)."
+        },
+    )
+    target_injection_gamma: float = field(
+        default=0.1,
+        metadata={"help": "gamma of the injected completion's importance weight p / (p + gamma), >= 0."},
     )
     split_check_batches: int = field(
         default=0,

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from trl import GRPOTrainer, SFTTrainer
+from trl import SFTTrainer
 
 from edit_grpo_trl.answers import answer_completion
 
@@ -174,10 +174,6 @@ class LocalityLossMixin:
                 getattr(self, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None
             ) or getattr(self, "compute_loss_func", None) is not None
         return bool(scaled)
-
-
-class LocalityGRPOTrainer(LocalityLossMixin, GRPOTrainer):
-    """TRL's GRPOTrainer (vanilla GRPO) with the same locality loss as Edit-GRPO."""
 
 
 class LocalitySFTTrainer(LocalityLossMixin, SFTTrainer):

@@ -44,6 +44,7 @@ from edit_grpo_trl.stage2.pgaa import (
 )
 from edit_grpo_trl.stage2.rewards import resolve_reward_functions
 from edit_grpo_trl.stage2.sampler import CaseGroupedSampler, cases_per_generation_batch
+from edit_grpo_trl.stage2.target_injection import TargetInjectionMixin
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def validate_agt_dataset(dataset: Dataset, require_answers: bool = True) -> None
         )
 
 
-class EditGRPOTrainer(LocalityLossMixin, GRPOTrainer):
+class EditGRPOTrainer(TargetInjectionMixin, LocalityLossMixin, GRPOTrainer):
     """GRPO refinement of an edited model with AGT rewards and PGAA advantages.
 
     Args:

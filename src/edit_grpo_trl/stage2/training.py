@@ -208,17 +208,19 @@ def _method_trainer(recipe: PipelineRecipe, args, model, tokenizer, dataset, loc
         from trl import GRPOConfig
 
         from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
-        from edit_grpo_trl.stage2.locality import LocalityGRPOTrainer
         from edit_grpo_trl.stage2.rewards import resolve_reward_functions
+        from edit_grpo_trl.stage2.vanilla_grpo import VanillaGRPOTrainer
 
         config = GRPOConfig(output_dir=args.output_dir, **baselines.grpo_settings(settings))
-        trainer = LocalityGRPOTrainer(
+        trainer = VanillaGRPOTrainer(
             model,
             reward_funcs=resolve_reward_functions(args.agt_reward_funcs),
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
+            target_injection=args.target_injection,
+            target_injection_gamma=args.target_injection_gamma,
             **locality,
         )
         attach_reward_saturation_stop(trainer, args.early_stop_reward, args.early_stop_window)
@@ -248,6 +250,12 @@ def refuse_sft_switches(args) -> None:
             "training.early_stop_reward stops on the sampled anchor and generalization accuracies, which SFT "
             "does not have (it samples nothing; its mean_token_accuracy is teacher-forced over anchor, "
             "generalization and locality rows together): unset early_stop_reward for refinement: sft"
+        )
+    if getattr(args, "target_injection", False):
+        raise RecipeError(
+            "training.target_injection puts the new object among an anchor's sampled completions; SFT samples "
+            "nothing and already trains on the new object at every anchor row: unset target_injection for "
+            "refinement: sft"
         )
 
 
