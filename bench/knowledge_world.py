@@ -32,6 +32,7 @@ Wall times of conditions that ran side by side share the machine: compare them o
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -187,6 +188,16 @@ def copy_finished_stages(source: Path, target: Path) -> None:
         shutil.copy2(given.marker(stage), taking.marker(stage))
 
 
+# Runs take the machine's GPUs in turn (each run is one process on one GPU).
+_NEXT_RUN = itertools.count()
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict:
     run_dir = root / pair.key / condition.name
     log = run_dir.parent / f"{condition.name}.log"  # not with_suffix: condition names hold dots
@@ -194,6 +205,8 @@ def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict
     environment = dict(
         os.environ, OMP_NUM_THREADS=str(options.threads_per_worker), TOKENIZERS_PARALLELISM="false"
     )
+    if options.gpus > 1:
+        environment["CUDA_VISIBLE_DEVICES"] = str(next(_NEXT_RUN) % options.gpus)
     started = time.perf_counter()
     with log.open("a") as stream:
         completed = subprocess.run(
@@ -374,23 +387,22 @@ def command_run(options) -> int:
         return (pair.size, pair.editor, pair.seed, condition.name) not in done
 
     first = trained[0]
+    if options.gpus is None:
+        options.gpus = gpu_count()
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         # Phase 1: per pair, the first trained condition runs the whole pipeline, stage 1 included.
-        futures = {pool.submit(run_condition, p, first, root, options): p for p in pairs}
-        ready = []
-        for future in as_completed(futures):
-            pair = futures[future]
+        firsts = {pool.submit(run_condition, p, first, root, options): p for p in pairs}
+        # Phase 2: as soon as a pair's stages are done, its other conditions start from them.
+        futures = {}
+        for future in as_completed(firsts):
+            pair = firsts[future]
             row = future.result()
             if todo(pair, first):
                 record(row)
             if "stage1" in options.conditions and todo(pair, Condition("stage1")):
                 stage1 = collect(pair, Condition("stage1"), root / pair.key / first.name, None)
                 record(stage1)
-            ready.append(pair)
-        # Phase 2: every other condition, from the same finished stages.
-        futures = {}
-        for condition in trained[1:]:
-            for pair in ready:
+            for condition in trained[1:]:
                 if todo(pair, condition):
                     copy_finished_stages(root / pair.key / first.name, root / pair.key / condition.name)
                     futures[pool.submit(run_condition, pair, condition, root, options)] = (pair, condition)
@@ -626,6 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=int, default=None, help="stage-2 steps (default: the recipe's)")
     run.add_argument("--workers", type=int, default=4, help="conditions running at once")
     run.add_argument("--threads-per-worker", type=int, default=2)
+    run.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="GPUs the runs take in turn, one per run (default: every GPU torch sees; 0 or 1: no choice made)",
+    )
     run.add_argument("--root", default="runs/bench", help="run folders")
     run.add_argument("--results", required=True, help="JSONL file the finished conditions are appended to")
     run.add_argument(
