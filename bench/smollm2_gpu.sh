@@ -13,13 +13,17 @@ set -euo pipefail
 persist=${PERSIST:-$HOME/persist}
 run=${RUN:-smollm2}
 mkdir -p "$persist"
-python3 -m pip install -q --no-index --find-links .gpu-wheels trl datasets deepspeed gguf
-python3 -m pip install -q --no-deps --no-build-isolation -e .
-if [ ! -f "$persist/smollm2.gguf" ]; then
-    cat "$persist/part.aa" .smol-b/part.ab > "$persist/smollm2.gguf"
-fi
 export EDIT_GRPO_CACHE="$persist/cache" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m edit_grpo_trl.cli fetch-model smollm2-135m --gguf "$persist/smollm2.gguf"
+# Two benchmarks may start at once (one per editor): the first installs and converts, the other waits.
+(
+    flock 9
+    python3 -m pip install -q --no-index --find-links .gpu-wheels trl datasets deepspeed gguf
+    python3 -m pip install -q --no-deps --no-build-isolation -e .
+    if [ ! -f "$persist/smollm2.gguf" ]; then
+        cat "$persist/part.aa" .smol-b/part.ab > "$persist/smollm2.gguf"
+    fi
+    python3 -m edit_grpo_trl.cli fetch-model smollm2-135m --gguf "$persist/smollm2.gguf"
+) 9>"$persist/setup.lock"
 status=0
 timeout "${BENCH_SECONDS:-540}" python3 bench/knowledge_world.py run --recipes smollm2-135m \
     --source 'facts:real:{seed}' --root "$persist/bench-$run" --results "$persist/$run.jsonl" "$@" || status=$?
