@@ -212,3 +212,24 @@ def test_prompts_data_asks_chat_prompts_and_reads_the_box(monkeypatch):
         evaluate_cases(model, tokenizer, [case], chat)
     with pytest.raises(ValueError, match="prompts must be"):
         EvalConfig(prompts="chat")
+
+
+def test_chat_read_plainly_teacher_forces_the_answer_after_the_restated_prompt(monkeypatch):
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_lm(tokenizer)
+    case = EditCase("c", "Ida Vale", "Ida Vale is", ("female",), "male", ())
+    forced = []
+
+    def spy(model, tokenizer, prompts, targets, *args, **kwargs):
+        forced.append((list(prompts), list(targets)))
+        return teacher_forced_predictions(model, tokenizer, prompts, targets, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "teacher_forced_predictions", spy)
+    config = EvalConfig(batch_size=4, max_new_tokens=2, fluency=False, generation=False, prompts="data")
+    plain_chat = AGTDataConfig(prompt_style="chat", chat_answer="plain")
+    evaluate_cases(model, tokenizer, [case], config, data=plain_chat)
+    (rendered,) = render_prompts(tokenizer, [case.prompt], plain_chat)
+    assert forced[-1] == ([rendered + "Ida Vale is"], ["female"])
+    boxed_chat = AGTDataConfig(prompt_style="chat")
+    evaluate_cases(model, tokenizer, [case], config, data=boxed_chat)
+    assert forced[-1] == (render_prompts(tokenizer, [case.prompt], boxed_chat), [r"\boxed{female}"])

@@ -197,8 +197,9 @@ def evaluate_cases(
     the baseline it records is returned for later points.
 
     With ``config.prompts == "data"`` every probe is asked in ``data``'s prompt style (chat-rendered, the
-    answer read from its box or first sentence) and teacher-forced on the answer as that style states it;
-    rows and the baseline stay keyed by the case prompt. Fluency always continues the plain anchor."""
+    answer read from its box or first sentence) and teacher-forced on the answer as that style states it
+    (``\\boxed{answer}``; read plainly, the answer after the prompt restated in the reply); rows and the
+    baseline stay keyed by the case prompt. Fluency always continues the plain anchor."""
     from edit_grpo_trl.data.agt import render_prompts  # imports datasets: only when evaluating
 
     config = config or EvalConfig()
@@ -232,10 +233,15 @@ def evaluate_cases(
     recorded = EvalBaseline()
     locality_tokens: dict[int, list[int]] = {}
     if config.teacher_forced:
+        forced = prompts
+        if asking.prompt_style == "chat" and style == "plain":
+            # a chat reply read plainly restates the prompt, then answers ("The capital of X is Y."): the
+            # answer is teacher-forced after that restatement, as after a plain prompt
+            forced = [text + item[3] for text, item in zip(prompts, items, strict=True)]
         predictions = teacher_forced_predictions(
             model,
             tokenizer,
-            prompts,
+            forced,
             [answer_completion(i[4][0], style).strip() for i in items],
             config.batch_size,
             progress=config.progress,
