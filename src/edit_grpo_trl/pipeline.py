@@ -339,7 +339,8 @@ class Pipeline:
             self.cases(),
             self.recipe.evaluation,
             self.layout.evaluation(point),
-            baseline=self._baseline(),
+            # the pre-edit point is the reference itself, also when forced over an earlier baseline.json
+            baseline=None if point == "pre_edit" else self._baseline(),
             easyedit_phase="pre" if point == "pre_edit" else "post",
             data=self.recipe.data,
         )
