@@ -200,3 +200,28 @@ def test_evaluation_progress_bars_follow_the_recipe(tmp_path, tiny_world, capfd,
     capfd.readouterr()
     pipeline.stage_evaluate("pre_edit", pipeline.base_model_path)
     assert ("evaluate: teacher-forced" in capfd.readouterr().err) is progress
+
+
+def test_a_forced_pre_edit_evaluation_is_its_own_reference(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from edit_grpo_trl.evaluation import run as evaluation_run
+    from edit_grpo_trl.evaluation.evaluate import EvalBaseline
+    from edit_grpo_trl.stages import RunLayout
+
+    pipeline = Pipeline.__new__(Pipeline)  # no model: only the stage's choice of baseline is under test
+    pipeline.recipe, pipeline.layout = load_recipe(None), RunLayout(tmp_path)
+    monkeypatch.setattr(pipeline, "cases", lambda: [])
+    stale = EvalBaseline(generations={"p": "old"})
+    stale.save(pipeline.layout.evaluation("pre_edit") / "baseline.json")
+    given = {}
+
+    def evaluate_checkpoint(load, model_path, cases, config, out_dir, baseline=None, **_):
+        given[model_path] = baseline
+        return SimpleNamespace(metrics={}, baseline=EvalBaseline(generations={"p": "new"}))
+
+    monkeypatch.setattr(evaluation_run, "evaluate_checkpoint", evaluate_checkpoint)
+    pipeline.stage_evaluate("pre_edit", "base")
+    pipeline.stage_evaluate("post_edit", "edited")
+    assert given["base"] is None  # not the stale baseline.json
+    assert given["edited"] == EvalBaseline(generations={"p": "new"})  # the one the pre-edit point saved

@@ -26,7 +26,7 @@ def test_recipes_cover_every_model_and_editor():
 def test_recipe_parses_and_fits_its_model(path):
     recipe = load_recipe(path)
     model = path.parent.name
-    assert recipe.editor.name == path.stem
+    assert recipe.editor.name == path.stem.partition("-")[0]  # memit-chat.yaml: a variant of memit
     hparams = load_hparams_file(preset_dir() / recipe.editor.name / f"{recipe.editor.hparams}.yaml")
     layers = list(hparams.hparams.layers)
     fixture = CONFIG_FIXTURES / f"{model}.json"
@@ -41,3 +41,13 @@ def test_recipe_parses_and_fits_its_model(path):
         assert any("{prompt}" in template for template in recipe.data.train_prompts.templates)
     # The alignment layer is never written down twice: it comes from the editor (its edit manifest).
     assert "alignment_layer" not in recipe.training
+
+
+def test_smollm2_chat_recipe_asks_chat_prompts_everywhere_and_reads_them_plainly():
+    recipe = load_recipe(ROOT / "recipes" / "smollm2-135m" / "memit-chat.yaml")
+    data = recipe.data
+    assert data.prompt_style == "chat" and data.chat_answer == "plain" and data.answer_style == "plain"
+    assert "boxed" not in data.chat_instruction  # SmolLM2-135M does not box its answers
+    assert recipe.evaluation.prompts == "data" and data.keep_known  # known, trained and scored on chat
+    assert "boxed_format" not in recipe.training["agt_reward_funcs"]
+    assert recipe.training["max_completion_length"] > 8  # the answer restates the prompt

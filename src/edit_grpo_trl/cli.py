@@ -149,7 +149,9 @@ def _run_eval(options, overrides: list[str]) -> int:
     def load(path: str):
         return load_model(resolve_model_path(path, device=_device(recipe)), recipe)
 
-    result = run_eval(load, options.model, cases, recipe.evaluation, out_dir, options.baseline)
+    result = run_eval(
+        load, options.model, cases, recipe.evaluation, out_dir, options.baseline, data=recipe.data
+    )
     print(result["report"])
     print(f"\nreport: {Path(out_dir) / 'report.md'}")
     return 0

@@ -257,6 +257,10 @@ class Pipeline:
         from edit_grpo_trl.data.facts.recall import filter_known_cases
 
         data = self.recipe.data
+        evaluation = self.recipe.evaluation
+        # Known the way the evaluation will ask: with prompts "data", in the recipe's (chat) style, with the
+        # evaluation's token budget (a chat model restates the prompt before the answer).
+        asked_as_data = evaluation.prompts == "data"
         model, tokenizer = load_model(self.base_model_path, self.recipe)
         # In chunks, in the source's order, until num_cases are known: a short run asks a few dozen facts.
         chunk = max(64, 4 * (data.num_cases or 0))
@@ -267,7 +271,8 @@ class Pipeline:
                 tokenizer,
                 cases[start : start + chunk],
                 heldout_share=data.known_heldout_share,
-                batch_size=self.recipe.evaluation.batch_size,
+                batch_size=evaluation.batch_size,
+                **({"data": data, "max_new_tokens": evaluation.max_new_tokens} if asked_as_data else {}),
             )
             kept += part
             if report is None:
@@ -334,8 +339,10 @@ class Pipeline:
             self.cases(),
             self.recipe.evaluation,
             self.layout.evaluation(point),
-            baseline=self._baseline(),
+            # the pre-edit point is the reference itself, also when forced over an earlier baseline.json
+            baseline=None if point == "pre_edit" else self._baseline(),
             easyedit_phase="pre" if point == "pre_edit" else "post",
+            data=self.recipe.data,
         )
         if point == "pre_edit":
             result.baseline.save(self.layout.evaluation("pre_edit") / "baseline.json")

@@ -246,6 +246,7 @@ def test_rows_feed_the_reward_functions():
         {"on_missing": "ignore"},
         {"chat_instruction": "no slot"},
         {"locality_max_new_tokens": 0},
+        {"chat_answer": "xml"},
     ],
 )
 def test_config_validation(kwargs):
@@ -324,3 +325,33 @@ def test_locality_pool_answers_are_the_pre_edit_models(tiny_lm):
         assert row["answers"] == ([greedy[row["prompt"]]] if greedy[row["prompt"]] else ["kept"])
     with pytest.raises(ValueError, match="PRE-EDIT"):
         build_agt_records([case], config)
+
+
+def test_chat_answer_plain_reads_chat_completions_by_their_first_sentence(tiny_lm):
+    model = copy.deepcopy(tiny_lm.model)
+    boxed_id = tiny_lm.tokenizer.convert_tokens_to_ids(r"\boxed{female}")
+    model.generation_config.sequence_bias = {(boxed_id,): 100.0}  # a box, but read as plain text
+    cases = _cases(limit=2)
+    config = AGTDataConfig(
+        1, 1, prompt_style="chat", chat_answer="plain", locality_answers="model", locality_max_new_tokens=3
+    )
+    assert config.answer_style == "plain" and config.max_new_tokens == 3
+    records = build_agt_records(cases, config, tokenizer=tiny_lm.tokenizer, model=model)
+    assert {row["answer_style"] for row in records.rows} == {"plain"}
+    assert records.rows[0]["prompt"] == chat_messages(cases[0].prompt)  # still a chat prompt
+    rows = [row for row in records.rows if row["role"] == "locality"]
+    rendered = [render_chat_prompt(tiny_lm.tokenizer, row["prompt"]) for row in rows]
+    completions = greedy_generate(model, tiny_lm.tokenizer, rendered, max_new_tokens=3)
+    # the whole completion (no sentence end in it), not the box's content
+    assert [row["answers"] for row in rows] == [[c] for c in completions]
+    assert all(answer != "female" and "female" in answer for row in rows for answer in row["answers"])
+
+
+def test_answer_style_and_default_budget_follow_chat_answer():
+    assert AGTDataConfig().answer_style == "plain" and AGTDataConfig().max_new_tokens == 50
+    assert AGTDataConfig(prompt_style="chat").answer_style == "boxed"
+    assert AGTDataConfig(prompt_style="chat").max_new_tokens == 256
+    plain_chat = AGTDataConfig(prompt_style="chat", chat_answer="plain")
+    assert plain_chat.answer_style == "plain" and plain_chat.max_new_tokens == 50
+    # chat_answer only says how a chat completion is read: plain prompts stay plain
+    assert AGTDataConfig(chat_answer="boxed").answer_style == "plain"

@@ -10,6 +10,8 @@ from tokenizers import pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from edit_grpo_trl.answers import contains_match, normalize_answer
+from edit_grpo_trl.data import agt
+from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.cases import ProbeKind
 from edit_grpo_trl.data.facts import (
     BankError,
@@ -19,10 +21,12 @@ from edit_grpo_trl.data.facts import (
     load_bank,
     max_cases,
     parse_facts_spec,
+    recall,
     true_answers,
 )
 from edit_grpo_trl.data.facts.__main__ import main as facts_main
 from edit_grpo_trl.data.facts.bank import parse_bank
+from edit_grpo_trl.data.facts.recall import _slots
 from edit_grpo_trl.data.formats import load_edit_cases
 from edit_grpo_trl.testing import train_word_tokenizer
 
@@ -285,3 +289,41 @@ def test_command_line_prints_the_bank_counts(capsys):
     assert facts_main(["--counts"]) == 0
     printed = capsys.readouterr().out
     assert "country_capital" in printed and f"{len(ALL)} cases" in printed
+
+
+def test_data_style_asks_chat_prompts_and_reads_answers_as_training_does(tiny_lm, monkeypatch):
+    cases = fact_cases("real", seed=0, limit=3)
+    plain_chat = AGTDataConfig(prompt_style="chat", chat_answer="plain", chat_instruction="Say: {prompt}")
+    boxed_chat = AGTDataConfig(prompt_style="chat")
+    prompts = [slot[2] for case in cases for slot in _slots(case)]
+    truths = [true_answers(case)[0] for case in cases for _ in _slots(case)]
+    asked = []
+    reply = {}  # rendered prompt -> the fake model's completion
+
+    def fake_generate(model, tokenizer, texts, max_new_tokens, batch_size, stop_at_sentence_end, **_):
+        asked.append((list(texts), max_new_tokens, stop_at_sentence_end))
+        return [reply[text] for text in texts]
+
+    monkeypatch.setattr(agt, "greedy_generate", fake_generate)
+    for config in (plain_chat, boxed_chat):
+        rendered = agt.render_prompts(tiny_lm.tokenizer, prompts, config)
+        assert all(text.startswith("<|im_start|>user\n") for text in rendered)
+        for template, kept_all in (("It is {}. Yes.", config is plain_chat), (r"\boxed{{{}}}", True)):
+            reply.update((text, template.format(truth)) for text, truth in zip(rendered, truths, strict=True))
+            asked.clear()
+            kept, _ = filter_known_cases(
+                tiny_lm.model, tiny_lm.tokenizer, cases, max_new_tokens=7, data=config
+            )
+            # a stated fact without the box a boxed chat asks for is not known
+            assert len(kept) == (3 if kept_all else 0)
+            # the chat-rendered prompts, the given budget; a plain answer stops at the sentence end
+            assert asked == [(rendered, 7, config is plain_chat)]
+
+    # without data: the plain prompts, as before
+    def fake_plain(model, tokenizer, texts, **_):
+        asked.append(list(texts))
+        return [""] * len(texts)
+
+    monkeypatch.setattr(recall, "greedy_generate", fake_plain)
+    filter_known_cases(tiny_lm.model, tiny_lm.tokenizer, cases)
+    assert asked[-1] == prompts

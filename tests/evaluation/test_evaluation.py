@@ -6,15 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from edit_grpo_trl.data.agt import AGTDataConfig, render_prompts
 from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
 from edit_grpo_trl.evaluation import EvalBaseline, EvalConfig, evaluate_cases, write_report
+from edit_grpo_trl.evaluation import evaluate as evaluate_module
 from edit_grpo_trl.evaluation.metrics import (
     locality_agreement,
     ngram_entropy,
     teacher_forced_accuracy,
     teacher_forced_predictions,
 )
+from edit_grpo_trl.generation import greedy_token_ids
 
+from ..data.conftest import BOXED_TOKEN, build_tiny_lm, build_tiny_tokenizer
 from ..stage2.conftest import make_model, make_tokenizer
 
 
@@ -171,3 +175,61 @@ def test_report_is_logged_to_an_offline_wandb_run(tmp_path, monkeypatch):
             break
         time.sleep(0.5)
     assert b"post_refinement/tf_reliability" in record and b"report/table" in record
+
+
+def test_prompts_data_asks_chat_prompts_and_reads_the_box(monkeypatch):
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_lm(tokenizer)
+    boxed_id = tokenizer.convert_tokens_to_ids(BOXED_TOKEN)
+    model.generation_config.sequence_bias = {(boxed_id,): 100.0}  # every answer is \boxed{female}
+    probes = (
+        Probe("the gender of Ida Vale is", ("female",), ProbeKind.EVAL_GENERALIZATION),
+        Probe("the city of Bo is", ("Rome",), ProbeKind.LOCALITY, "n"),
+    )
+    case = EditCase("c", "Ida Vale", "Ida Vale is", ("female",), "male", probes)
+    data = AGTDataConfig(prompt_style="chat")
+    asked = []
+
+    def spy(model, tokenizer, prompts, *args, **kwargs):
+        asked.append(list(prompts))
+        return greedy_token_ids(model, tokenizer, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "greedy_token_ids", spy)
+    chat = EvalConfig(batch_size=4, max_new_tokens=3, fluency=False, prompts="data")
+    result = evaluate_cases(model, tokenizer, [case], chat, data=data)
+    prompts = [case.prompt, *(p.prompt for p in probes)]
+    assert asked == [render_prompts(tokenizer, prompts, data)]
+    assert all(text.startswith("<|im_start|>user\n") for text in asked[0])
+    # the box's content is the answer, exactly
+    assert result.metrics["gen_em_reliability"] == result.metrics["gen_em_generalization"] == 1.0
+    assert [row["prompt"] for row in result.probes] == prompts  # rows keep the case prompts
+    # plain prompts (the default) read the same completion as plain text: no exact match
+    plain = evaluate_cases(
+        model, tokenizer, [case], EvalConfig(batch_size=4, max_new_tokens=3, fluency=False)
+    )
+    assert asked[-1] == prompts and plain.metrics["gen_em_reliability"] == 0.0
+    with pytest.raises(ValueError, match="data section"):
+        evaluate_cases(model, tokenizer, [case], chat)
+    with pytest.raises(ValueError, match="prompts must be"):
+        EvalConfig(prompts="chat")
+
+
+def test_chat_read_plainly_teacher_forces_the_answer_after_the_restated_prompt(monkeypatch):
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_lm(tokenizer)
+    case = EditCase("c", "Ida Vale", "Ida Vale is", ("female",), "male", ())
+    forced = []
+
+    def spy(model, tokenizer, prompts, targets, *args, **kwargs):
+        forced.append((list(prompts), list(targets)))
+        return teacher_forced_predictions(model, tokenizer, prompts, targets, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "teacher_forced_predictions", spy)
+    config = EvalConfig(batch_size=4, max_new_tokens=2, fluency=False, generation=False, prompts="data")
+    plain_chat = AGTDataConfig(prompt_style="chat", chat_answer="plain")
+    evaluate_cases(model, tokenizer, [case], config, data=plain_chat)
+    (rendered,) = render_prompts(tokenizer, [case.prompt], plain_chat)
+    assert forced[-1] == ([rendered + "Ida Vale is"], ["female"])
+    boxed_chat = AGTDataConfig(prompt_style="chat")
+    evaluate_cases(model, tokenizer, [case], config, data=boxed_chat)
+    assert forced[-1] == (render_prompts(tokenizer, [case.prompt], boxed_chat), [r"\boxed{female}"])

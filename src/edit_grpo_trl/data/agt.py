@@ -74,6 +74,34 @@ def render_chat_prompt(
     )
 
 
+def render_prompts(tokenizer, prompts: Sequence[str], config: AGTDataConfig) -> list[str]:
+    """The texts the model sees for case prompts in ``config``'s style: as they are, or chat-rendered."""
+    if config.prompt_style != "chat":
+        return list(prompts)
+    return [
+        render_chat_prompt(tokenizer, chat_messages(p, config.chat_instruction), config.chat_template_kwargs)
+        for p in prompts
+    ]
+
+
+def greedy_answers(
+    model, tokenizer, prompts: Sequence[str], config: AGTDataConfig, max_new_tokens: int, batch_size: int = 64
+) -> list[str | None]:
+    """The answer greedy decoding gives to each case prompt, asked and read as ``config`` says (None: a
+    boxed answer was asked for and the completion has no box, or the answer is empty)."""
+    completions = greedy_generate(
+        model,
+        tokenizer,
+        render_prompts(tokenizer, prompts, config),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        # A plain answer ends at the sentence end; a boxed one is read from its box, wherever it ends.
+        stop_at_sentence_end=config.answer_style == "plain",
+        show_progress=len(prompts) > batch_size,
+    )
+    return [extract_answer(completion, config.answer_style) or None for completion in completions]
+
+
 def _pick(probes: Sequence[Probe], count: int, rng: random.Random) -> list[Probe]:
     """``count`` probes: a seeded shuffle, cycled when there are fewer probes than ``count``."""
     if count == 0:
@@ -258,29 +286,10 @@ def _locality_answers(
             "locality_answers='model' records the PRE-EDIT model's greedy answers: pass model= and tokenizer= "
             "(the unedited model), or set locality_answers='dataset'"
         )
-    if config.prompt_style == "chat":
-        texts = [
-            render_chat_prompt(
-                tokenizer, chat_messages(p, config.chat_instruction), config.chat_template_kwargs
-            )
-            for p in prompts
-        ]
-    else:
-        texts = prompts
-    completions = greedy_generate(
-        model,
-        tokenizer,
-        texts,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.locality_batch_size,
-        # Plain answers end at the sentence end; a chat answer is read from its box, wherever it ends.
-        stop_at_sentence_end=config.prompt_style == "plain",
-        show_progress=len(texts) > config.locality_batch_size,
+    found = greedy_answers(
+        model, tokenizer, prompts, config, config.max_new_tokens, config.locality_batch_size
     )
-    answers = {
-        prompt: extract_answer(completion, config.answer_style) or None
-        for prompt, completion in zip(prompts, completions, strict=True)
-    }
+    answers = dict(zip(prompts, found, strict=True))
     missing = sum(answer is None for answer in answers.values())
     if missing:
         logger.warning(
@@ -346,5 +355,7 @@ __all__ = [
     "build_agt_dataset",
     "build_agt_records",
     "chat_messages",
+    "greedy_answers",
     "render_chat_prompt",
+    "render_prompts",
 ]

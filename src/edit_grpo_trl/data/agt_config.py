@@ -15,6 +15,7 @@ DEFAULT_CHAT_INSTRUCTION = (
 )
 
 PromptStyle = Literal["plain", "chat"]
+ChatAnswer = Literal["boxed", "plain"]
 
 
 @dataclass
@@ -24,6 +25,9 @@ class AGTDataConfig:
     num_generalization: int = 3
     num_locality: int = 1
     prompt_style: PromptStyle = "plain"
+    # How a chat completion is read: the last \boxed{} ("boxed"), or its first sentence ("plain", for a
+    # model that restates the fact instead of boxing it; chat_instruction should then not ask for a box).
+    chat_answer: ChatAnswer = "boxed"
     locality_answers: Literal["model", "dataset"] = "model"
     # How rewards match answers: "exact" (normalized) or "contains" (whole words, for freely phrased answers).
     answer_match: Literal["exact", "contains"] = "exact"
@@ -56,6 +60,8 @@ class AGTDataConfig:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.prompt_style not in ("plain", "chat"):
             raise ValueError(f"prompt_style must be 'plain' or 'chat', got {self.prompt_style!r}")
+        if self.chat_answer not in ("boxed", "plain"):
+            raise ValueError(f"chat_answer must be 'boxed' or 'plain', got {self.chat_answer!r}")
         if self.locality_answers not in ("model", "dataset"):
             raise ValueError(f"locality_answers must be 'model' or 'dataset', got {self.locality_answers!r}")
         if self.answer_match not in ("exact", "contains"):
@@ -75,10 +81,10 @@ class AGTDataConfig:
 
     @property
     def answer_style(self) -> str:
-        return "boxed" if self.prompt_style == "chat" else "plain"
+        return self.chat_answer if self.prompt_style == "chat" else "plain"
 
     @property
     def max_new_tokens(self) -> int:
         if self.locality_max_new_tokens is not None:
             return self.locality_max_new_tokens
-        return 256 if self.prompt_style == "chat" else 50
+        return 256 if self.answer_style == "boxed" else 50

@@ -6,6 +6,7 @@ This module holds only the settings (no torch import), so reading a recipe stays
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -14,6 +15,10 @@ class EvalConfig:
 
     batch_size: int = 32
     max_new_tokens: int = 50
+    # Which prompts the probes are asked as: "plain", the case prompts as they are (KnowEdit's protocol), or
+    # "data", as training shows them (the data section's prompt_style, chat_instruction and answer reading),
+    # so that a chat recipe is scored on the prompts it was trained on. keep_known asks the same way.
+    prompts: Literal["plain", "data"] = "plain"
     teacher_forced: bool = True
     generation: bool = True
     fluency: bool = True
@@ -30,3 +35,5 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
                 raise ValueError(f"{name} must be a number >= 1, got {value!r}")
+        if self.prompts not in ("plain", "data"):
+            raise ValueError(f"prompts must be 'plain' or 'data', got {self.prompts!r}")

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edit_grpo_trl.answers import contains_match, exact_match, extract_plain
+from edit_grpo_trl.answers import answer_completion, contains_match, exact_match, extract_answer
+from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.cases import EditCase, ProbeKind
 from edit_grpo_trl.evaluation.config import EvalConfig
 from edit_grpo_trl.evaluation.metrics import (
@@ -190,10 +191,22 @@ def evaluate_cases(
     cases: list[EditCase],
     config: EvalConfig | None = None,
     baseline: EvalBaseline | None = None,
+    data: AGTDataConfig | None = None,
 ) -> EvalResult:
     """Every metric for ``cases``; without ``baseline`` this run *is* the reference (locality 1.0) and
-    the baseline it records is returned for later points."""
+    the baseline it records is returned for later points.
+
+    With ``config.prompts == "data"`` every probe is asked in ``data``'s prompt style (chat-rendered, the
+    answer read from its box or first sentence) and teacher-forced on the answer as that style states it
+    (``\\boxed{answer}``; read plainly, the answer after the prompt restated in the reply); rows and the
+    baseline stay keyed by the case prompt. Fluency always continues the plain anchor."""
+    from edit_grpo_trl.data.agt import render_prompts  # imports datasets: only when evaluating
+
     config = config or EvalConfig()
+    if config.prompts == "data" and data is None:
+        raise ValueError("evaluation.prompts 'data' asks as training does: pass the data section (data=)")
+    asking = data if config.prompts == "data" else AGTDataConfig()
+    style = asking.answer_style
     # One flat list of probes: (case index, family, key, prompt, answers)
     items: list[tuple[int, str, str | None, str, tuple[str, ...]]] = []
     for index, case in enumerate(cases):
@@ -206,7 +219,7 @@ def evaluate_cases(
             (index, "portability", p.key, p.prompt, p.answers) for p in case.probes_of(ProbeKind.PORTABILITY)
         ]
         items += [(index, "locality", p.key, p.prompt, p.answers) for p in case.probes_of(ProbeKind.LOCALITY)]
-    prompts = [item[3] for item in items]
+    prompts = render_prompts(tokenizer, [item[3] for item in items], asking)
     rows: list[dict[str, Any]] = [
         {
             "case_id": cases[item[0]].case_id,
@@ -220,8 +233,18 @@ def evaluate_cases(
     recorded = EvalBaseline()
     locality_tokens: dict[int, list[int]] = {}
     if config.teacher_forced:
+        forced = prompts
+        if asking.prompt_style == "chat" and style == "plain":
+            # a chat reply read plainly restates the prompt, then answers ("The capital of X is Y."): the
+            # answer is teacher-forced after that restatement, as after a plain prompt
+            forced = [text + item[3] for text, item in zip(prompts, items, strict=True)]
         predictions = teacher_forced_predictions(
-            model, tokenizer, prompts, [i[4][0] for i in items], config.batch_size, progress=config.progress
+            model,
+            tokenizer,
+            forced,
+            [answer_completion(i[4][0], style).strip() for i in items],
+            config.batch_size,
+            progress=config.progress,
         )
         for position, (item, (target, predicted)) in enumerate(zip(items, predictions, strict=True)):
             if item[1] == "locality":
@@ -235,7 +258,8 @@ def evaluate_cases(
                     1, len(target)
                 )
     if config.generation:
-        stop_ids = stop_token_ids(tokenizer)
+        # a boxed answer may follow a sentence or a line of working: only EOS ends it
+        stop_ids = stop_token_ids(tokenizer) if style == "plain" else {tokenizer.eos_token_id}
         stop_ids.discard(None)
         generated = greedy_token_ids(
             model,
@@ -251,12 +275,13 @@ def evaluate_cases(
             text = completion_text(tokenizer, ids, stop_ids)
             row = rows[position]
             row["generation"] = text
-            answer = extract_plain(text)
+            answer = extract_answer(text, style)
             if item[1] != "locality":
                 row["gen_em"] = float(exact_match(answer, item[4]))
                 row["gen_contains"] = float(contains_match(answer, item[4]))
                 continue
-            span = ids[: len(_target_tokens(tokenizer, item[3], item[4][0])[1])]
+            target = answer_completion(item[4][0], style).strip()
+            span = ids[: len(_target_tokens(tokenizer, prompts[position], target)[1])]
             recorded.generations[item[3]] = text
             recorded.spans[item[3]] = span
             reference = baseline.spans.get(item[3]) if baseline else span

@@ -35,11 +35,13 @@ def evaluate_checkpoint(
     out_dir: str | Path,
     baseline: EvalBaseline | None = None,
     easyedit_phase: str = "post",
+    data=None,
 ) -> EvalResult:
-    """Load ``model_path`` with ``load``, evaluate ``cases`` against ``baseline`` and save under ``out_dir``."""
+    """Load ``model_path`` with ``load``, evaluate ``cases`` against ``baseline`` and save under ``out_dir``
+    (``data``: the recipe's data section, how probes are asked when ``config.prompts`` is "data")."""
     model, tokenizer = load(model_path)
     try:
-        result = evaluate_cases(model, tokenizer, list(cases), config, baseline=baseline)
+        result = evaluate_cases(model, tokenizer, list(cases), config, baseline=baseline, data=data)
     finally:
         del model
         gc.collect()
@@ -89,6 +91,7 @@ def run_eval(
     config: EvalConfig,
     out_dir: str | Path,
     baseline: str | None = None,
+    data=None,
 ) -> dict[str, Any]:
     """The ``eval`` command: evaluate the baseline (a model, or a saved ``baseline.json``), then the model;
     write the EasyEdit files and the report. Returns ``{"points": ..., "report": markdown}``."""
@@ -103,12 +106,16 @@ def run_eval(
         reference = EvalBaseline.load(baseline)
     elif baseline is not None:
         logger.info("evaluating the baseline %s", baseline)
-        pre = evaluate_checkpoint(load, baseline, cases, config, out_dir / "baseline", easyedit_phase="pre")
+        pre = evaluate_checkpoint(
+            load, baseline, cases, config, out_dir / "baseline", easyedit_phase="pre", data=data
+        )
         reference = pre.baseline
         pre.baseline.save(out_dir / "baseline" / "baseline.json")
         points["baseline"] = pre.metrics
     logger.info("evaluating %s", model_path)
-    post = evaluate_checkpoint(load, model_path, cases, config, out_dir / "model", baseline=reference)
+    post = evaluate_checkpoint(
+        load, model_path, cases, config, out_dir / "model", baseline=reference, data=data
+    )
     metrics = dict(post.metrics)
     locality = post.locality_breakdown() if reference is not None else None
     if reference is None:

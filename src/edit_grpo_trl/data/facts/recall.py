@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from edit_grpo_trl.answers import contains_match
+from edit_grpo_trl.data.agt_config import AGTDataConfig
 from edit_grpo_trl.data.cases import EditCase, ProbeKind
 from edit_grpo_trl.generation import greedy_generate
 
@@ -130,16 +131,27 @@ def filter_known_cases(
     max_new_tokens: int = 16,
     batch_size: int = 64,
     generate: Generate | None = None,
+    data: AGTDataConfig | None = None,
 ) -> tuple[list[EditCase], RecallReport]:
     """The cases whose fact the model already states, and the recall report.
 
     A case is kept when the anchor's greedy completion contains a true answer and so do at least
     ``ceil(heldout_share * n)`` of its ``n`` held-out prompts (all of them by default). ``generate`` replaces
     greedy decoding with another prompts -> completions function (``model``/``tokenizer`` are then unused).
+    With ``data`` the prompts are asked in its style (a chat prompt, the answer read from its box or first
+    sentence, an empty one when there is none); without, as the plain completions they are.
     """
     if not 0.0 <= heldout_share <= 1.0:
         raise ValueError(f"heldout_share must be between 0 and 1, got {heldout_share!r}")
-    if generate is None:
+    if generate is None and data is not None:
+
+        def generate(prompts: Sequence[str]) -> list[str]:
+            from edit_grpo_trl.data.agt import greedy_answers  # imports datasets: only on this path
+
+            found = greedy_answers(model, tokenizer, prompts, data, max_new_tokens, batch_size)
+            return [answer or "" for answer in found]
+
+    elif generate is None:
 
         def generate(prompts: Sequence[str]) -> list[str]:
             return greedy_generate(
