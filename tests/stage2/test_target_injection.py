@@ -16,21 +16,8 @@ from edit_grpo_trl.stage2.training import refuse_sft_switches
 from edit_grpo_trl.stage2.vanilla_grpo import VanillaGRPOTrainer
 
 from .conftest import CITIES, make_agt_rows, make_model
+from .test_locality import COMMON as SETTINGS
 
-SETTINGS = dict(
-    per_device_train_batch_size=8,
-    steps_per_generation=2,
-    num_generations=2,
-    max_completion_length=3,
-    learning_rate=5e-2,
-    report_to="none",
-    save_strategy="no",
-    use_cpu=True,
-    bf16=False,
-    seed=0,
-    max_steps=2,
-    logging_steps=1,
-)
 REWARDS = [anchor_accuracy, generalization_accuracy]
 
 
