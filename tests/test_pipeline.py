@@ -78,6 +78,12 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
     assert (
         run / "recipe.json"
     ).stat().st_mtime_ns == recipe_written  # every stage skipped: nothing rewritten
+    # a forced pre-edit evaluation that asks differently (chat prompts) is its own reference, not the stale
+    # baseline.json of the first run: the unedited model agrees with itself on every locality probe
+    asked_in_chat = ["--data.prompt_style", "chat", "--evaluation.prompts", "data"]
+    run_pipeline(recipe(tmp_path, *asked_in_chat), force={"pre_edit_eval"})
+    redone = json.loads((run / "eval" / "pre_edit" / "metrics.json").read_text())
+    assert redone["gen_em_locality"] == redone["tf_locality"] == 1.0
     # the opt-in push sends the refined folder, card included, to the named repository (a local stand-in)
     import huggingface_hub
 
@@ -200,28 +206,3 @@ def test_evaluation_progress_bars_follow_the_recipe(tmp_path, tiny_world, capfd,
     capfd.readouterr()
     pipeline.stage_evaluate("pre_edit", pipeline.base_model_path)
     assert ("evaluate: teacher-forced" in capfd.readouterr().err) is progress
-
-
-def test_a_forced_pre_edit_evaluation_is_its_own_reference(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from edit_grpo_trl.evaluation import run as evaluation_run
-    from edit_grpo_trl.evaluation.evaluate import EvalBaseline
-    from edit_grpo_trl.stages import RunLayout
-
-    pipeline = Pipeline.__new__(Pipeline)  # no model: only the stage's choice of baseline is under test
-    pipeline.recipe, pipeline.layout = load_recipe(None), RunLayout(tmp_path)
-    monkeypatch.setattr(pipeline, "cases", lambda: [])
-    stale = EvalBaseline(generations={"p": "old"})
-    stale.save(pipeline.layout.evaluation("pre_edit") / "baseline.json")
-    given = {}
-
-    def evaluate_checkpoint(load, model_path, cases, config, out_dir, baseline=None, **_):
-        given[model_path] = baseline
-        return SimpleNamespace(metrics={}, baseline=EvalBaseline(generations={"p": "new"}))
-
-    monkeypatch.setattr(evaluation_run, "evaluate_checkpoint", evaluate_checkpoint)
-    pipeline.stage_evaluate("pre_edit", "base")
-    pipeline.stage_evaluate("post_edit", "edited")
-    assert given["base"] is None  # not the stale baseline.json
-    assert given["edited"] == EvalBaseline(generations={"p": "new"})  # the one the pre-edit point saved
