@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+import random
+from types import SimpleNamespace
+
 import pytest
 import torch
+from torch.nn import functional as F
 from transformers import AutoModelForCausalLM
 
+from edit_grpo_trl.data.cases import EditCase
+from edit_grpo_trl.editors.arch import EditorConfigError
 from edit_grpo_trl.editors.base import EditRecord
 from edit_grpo_trl.editors.checkpoint import EditManifest, load_edited, load_edited_model, save_edited
+from edit_grpo_trl.editors.tokens import encode, target_ids
 from edit_grpo_trl.editors.wise import (
+    WiseEditor,
+    WiseHParams,
     WiseLinear,
     install_wise,
+    margin_loss,
     prepare_wise_for_training,
+    replay_sample,
     router_scores,
     ties_merge,
     wise_modules,
@@ -218,3 +230,133 @@ def test_gpt2_conv1d_projection_routes_through_the_same_module():
         wise.router_threshold.fill_(0.0)
         routed = model(input_ids=ids).logits
     assert wise.last_routes.all() and not torch.allclose(routed, before)
+
+
+# --- replay of earlier edits ----------------------------------------------------------------------------
+
+
+def test_margin_loss_adds_in_scope_terms_for_replayed_anchors_only():
+    in_scope, out_scope = torch.tensor([12.0]), torch.tensor([3.0, 8.0])
+    base = margin_loss(in_scope, out_scope, [5.0, 10.0, 5.0])
+    # relu(8 - 12 + 5) + mean(relu([3, 8] - 5)) + relu(10 - 12) = 1 + 1.5 + 0
+    assert base.item() == pytest.approx(2.5)
+    assert margin_loss(in_scope, out_scope, [5.0, 10.0, 5.0], torch.empty(0)).item() == pytest.approx(2.5)
+    replayed = torch.tensor([6.0, 20.0], requires_grad=True)
+    # + mean(relu(8 - [6, 20] + 5)) + mean(relu(10 - [6, 20])) = 3.5 + 2
+    loss = margin_loss(in_scope, out_scope, [5.0, 10.0, 5.0], replayed)
+    assert loss.item() == pytest.approx(2.5 + 3.5 + 2.0)
+    loss.backward()
+    assert replayed.grad[0] < 0 and replayed.grad[1] == 0  # only the faded anchor is pushed up
+
+
+def test_replay_sample_draws_distinct_earlier_edits():
+    rng = random.Random(0)
+    assert replay_sample(0, 3, rng) == [] and replay_sample(5, 0, rng) == []
+    assert replay_sample(2, 3, rng) == [0, 1]
+    draws = [replay_sample(10, 3, rng) for _ in range(50)]
+    assert all(len(set(d)) == 3 and all(0 <= i < 10 for i in d) for d in draws)
+    assert len({i for d in draws for i in d}) == 10  # over the steps every earlier edit comes back
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5])
+def test_replay_must_be_a_count(small_qwen3, value):
+    hparams = WiseHParams(layers=[1], replay=value)
+    with pytest.raises(EditorConfigError, match="replay"):
+        hparams.validate(small_qwen3.model.config)
+
+
+def _replay_cases():
+    return [
+        EditCase("kalo", "Kalo", "Kalo was born in", ("Paris",)),
+        EditCase("mira", "Mira", "Mira was born in", ("Oslo",)),
+        EditCase("sute", "Sute", "Sute was born in", ("Lima",)),
+    ]
+
+
+def _edited_with_replay(small_qwen3, replay: int, seen: list | None = None, cases=None):
+    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
+    hparams = WiseHParams(
+        layers=[1],
+        rewrite_module_tmp="model.layers.{}.mlp.down_proj",
+        edit_lr=1.0,
+        act_margin=[1.0, 2.0, 1.0],
+        optimizer="adam",
+        n_iter=30,
+        mask_ratio=0.5,
+        norm_constraint=None,
+        context_templates=[],
+        loc_samples=1,
+        loc_pool=2,
+        replay=replay,
+    )
+    editor = WiseEditor(hparams)
+    editor._loc_texts = ["the piano of Lima is", "the violin of Rome is"]
+    if seen is not None:
+
+        def record(_module, _args, kwargs):
+            if torch.is_grad_enabled():  # the optimization steps, not the closing measurement
+                seen.append(kwargs["input_ids"])
+
+        model.register_forward_pre_hook(record, with_kwargs=True)
+    torch.manual_seed(0)
+    result = editor.edit(model, tokenizer, cases or _replay_cases(), show_progress=False)
+    return editor, result
+
+
+def _object_loss(model, tokenizer, case) -> float:
+    prompt, target = encode(tokenizer, case.prompt), target_ids(tokenizer, case.new_object)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + target])).logits[0]
+    return float(F.cross_entropy(logits[len(prompt) - 1 : -1], torch.tensor(target)))
+
+
+def test_replay_trains_earlier_edits_in_later_steps_within_the_shard_mask(small_qwen3, monkeypatch):
+    seen, masks = [], []
+    tokenizer = small_qwen3.tokenizer
+    original = WiseEditor._new_mask
+
+    def record(editor, like):
+        masks.append(original(editor, like))
+        return masks[-1]
+
+    monkeypatch.setattr(WiseEditor, "_new_mask", record)
+    editor, result = _edited_with_replay(small_qwen3, replay=1, seen=seen)
+    kalo = encode(tokenizer, "Kalo was born in") + target_ids(tokenizer, "Paris")
+    first, later = seen[:30], seen[30:]
+    assert all(ids.shape[0] == 2 for ids in first)  # the first edit has nothing to replay: anchor + one text
+    assert all(ids.shape[0] == 4 for ids in later)  # + one earlier anchor and its unrelated text
+    assert all(ids[1, : len(kalo)].tolist() == kalo for ids in later[:30])  # edit 2 replays edit 1
+    (state,) = editor._state.values()
+    assert [case.case_id for case, _ in state.history] == ["kalo", "mira", "sute"]
+    # Replay moves only the open shard's masked entries, as the edits themselves.
+    (wise,) = wise_modules(result.model).values()
+    moved = (wise.side.weight - wise.weight).detach() != 0
+    assert moved.any() and not (moved & (masks[0] == 0)).any()
+
+
+def test_replay_keeps_earlier_edits_in_the_side_memory(small_qwen3):
+    # The random model's logits are too small for any edit to win (the final norm bounds the residual):
+    # a larger output head lets each edit reach its object, and later ones overwrite earlier ones.
+    with torch.no_grad():
+        small_qwen3.model.lm_head.weight.mul_(20.0)
+
+    def side_losses(replay):
+        copy_of = SimpleNamespace(model=copy.deepcopy(small_qwen3.model), tokenizer=small_qwen3.tokenizer)
+        _, result = _edited_with_replay(copy_of, replay=replay)
+        (wise,) = wise_modules(result.model).values()
+        wise.router_threshold.data.fill_(-1.0)  # every token on the side memory: what it holds
+        return [_object_loss(result.model, small_qwen3.tokenizer, case) for case in _replay_cases()]
+
+    without, with_replay = side_losses(0), side_losses(2)
+    assert without[-1] < 0.1 and with_replay[-1] < 1.0  # the last edit holds either way
+    assert max(with_replay[:2]) < 1.0 < 3.0 < min(without[:2]), (with_replay, without)
+
+
+def test_replay_skips_an_earlier_edit_of_the_same_prompt(small_qwen3):
+    seen = []
+    cases = [
+        EditCase("kalo-paris", "Kalo", "Kalo was born in", ("Paris",)),
+        EditCase("kalo-oslo", "Kalo", "Kalo was born in", ("Oslo",)),  # supersedes the first edit
+    ]
+    _edited_with_replay(small_qwen3, replay=1, seen=seen, cases=cases)
+    assert len(seen) == 60 and all(ids.shape[0] == 2 for ids in seen)

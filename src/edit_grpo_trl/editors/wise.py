@@ -14,6 +14,8 @@ Editing (:class:`WiseEditor`, one case at a time):
   of the new object plus the margin loss ``relu(out - in + gamma) + relu(out - alpha) + relu(beta - in)`` on the
   activation differences (``act_margin = [alpha, beta, gamma]``), which pushes edit prompts above and
   unrelated text below the router's threshold;
+* replay (``replay``, off by default as in EasyEdit): each step also trains a few earlier edits of the stream,
+  their anchors' cross-entropy and margin terms and their unrelated texts, so later edits do not overwrite them;
 * knowledge sharding: every ``save_freq`` edits a shard closes and the next starts from the main memory with
   a new random gradient mask keeping ``mask_ratio`` of the weights (each shard edits its own random subspace);
 * every ``merge_freq`` edits (and at the end of an ``edit`` call) the closed shards are TIES-merged (trim to
@@ -95,6 +97,11 @@ class WiseHParams(EditorHParams):
     # valid tokens up to t (EasyEdit's), their ``max``, or ``token``: position t's own difference. The margin
     # loss reads the same score, so the edit trains what the router will see.
     router_score: str = "mean"
+    # Replay: every optimization step of an edit also trains ``replay`` earlier edits of the stream (drawn at
+    # random each step, all of them while fewer were made): their bare anchors' cross-entropy on their new
+    # objects, so the shard keeps them, and their margin-loss terms, anchors in scope and the unrelated texts
+    # drawn for them out of scope, so the router keeps them apart. 0: off (EasyEdit's behaviour).
+    replay: int = 0
 
     def __post_init__(self) -> None:
         if self.norm_constraint is False:
@@ -132,6 +139,8 @@ class WiseHParams(EditorHParams):
             problems.append(f"router_score must be one of {ROUTER_SCORES}, got {self.router_score!r}")
         if not 0 <= self.loc_related <= 1:
             problems.append(f"loc_related must be in [0, 1], got {self.loc_related}")
+        if isinstance(self.replay, bool) or not isinstance(self.replay, int) or self.replay < 0:
+            problems.append(f"replay (earlier edits per step) must be an integer >= 0, got {self.replay!r}")
         if self.loc_samples < 1 or self.loc_pool < self.loc_samples:
             problems.append(f"need 1 <= loc_samples <= loc_pool, got {self.loc_samples}, {self.loc_pool}")
         if problems:
@@ -461,6 +470,40 @@ def ties_merge(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The loss
+
+
+def margin_loss(
+    in_scope: torch.Tensor,
+    out_scope: torch.Tensor,
+    act_margin: Sequence[float],
+    replayed_in_scope: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``relu(out - in + gamma) + relu(out - alpha) + relu(beta - in)``, each term a mean over its rows.
+
+    ``out_scope`` holds every unrelated row of the step (the replayed edits' too). Replayed anchors get their
+    own in-scope terms rather than joining the current edit's mean, so replay does not dilute the new edit.
+    """
+    alpha, beta, gamma = act_margin
+    loss = (
+        F.relu(out_scope.max() - in_scope + gamma).mean()
+        + F.relu(out_scope - alpha).mean()
+        + F.relu(beta - in_scope).mean()
+    )
+    if replayed_in_scope is not None and replayed_in_scope.numel():
+        loss = loss + F.relu(out_scope.max() - replayed_in_scope + gamma).mean()
+        loss = loss + F.relu(beta - replayed_in_scope).mean()
+    return loss
+
+
+def replay_sample(earlier: int, count: int, rng: random.Random) -> list[int]:
+    """Indices of the earlier edits one step replays: ``count`` distinct ones at random, all while fewer exist."""
+    if count <= 0 or earlier <= 0:
+        return []
+    return sorted(rng.sample(range(earlier), min(count, earlier)))
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The editor
 
 
@@ -474,6 +517,8 @@ class _EditingState:
     edits: int = 0  # edits so far in this stream
     merged_once: bool = False
     min_in_scope: float = math.inf
+    # The stream's edits so far with the unrelated texts each was trained against (what replay draws from).
+    history: list[tuple[EditCase, list[str]]] = field(default_factory=list)
 
 
 class WiseEditor(Editor):
@@ -489,6 +534,8 @@ class WiseEditor(Editor):
         self._templates: list[str] | None = None
         self._rng = random.Random(hparams.seed)
         self._generator = torch.Generator().manual_seed(hparams.seed)
+        # Its own stream, so that replay leaves the unrelated texts' draws (and replay 0's results) unchanged.
+        self._replay_rng = random.Random(hparams.seed + 1)
 
     # --- inputs ---
 
@@ -525,15 +572,8 @@ class WiseEditor(Editor):
                 self._templates = ["{}"]
         return self._templates
 
-    def _batch(self, tokenizer, case: EditCase, templates: list[str], loc_texts: list[str]):
-        """Edit rows (templated anchor + object) then unrelated rows; labels only on the object's tokens."""
-        rows, labels, first_answer = [], [], []
-        target = target_ids(tokenizer, case.new_object)
-        for template in templates:
-            prompt = encode(tokenizer, template.format(case.prompt))
-            rows.append(prompt + target)
-            labels.append([-100] * len(prompt) + target)
-            first_answer.append(len(prompt) - 1)  # the position that predicts the object's first token
+    def _unrelated(self, case: EditCase, loc_texts: list[str]) -> list[str]:
+        """The ``loc_samples`` unrelated texts of one edit (``loc_related`` of them with its relation phrase)."""
         candidates = [t for t in loc_texts if case.subject not in t]
         phrase = " ".join(case.prompt.replace(case.subject, " ").split())
         related = [t for t in candidates if phrase and phrase in t]
@@ -541,13 +581,37 @@ class WiseEditor(Editor):
         chosen = self._rng.sample(related, min(round(wanted * self.hparams.loc_related), len(related)))
         rest = [t for t in candidates if t not in chosen]
         chosen += self._rng.sample(rest, min(wanted - len(chosen), len(rest)))
-        for text in chosen:
+        return chosen
+
+    def _batch(
+        self,
+        tokenizer,
+        case: EditCase,
+        templates: list[str],
+        unrelated: list[str],
+        replayed: Sequence[tuple[EditCase, list[str]]] = (),
+    ):
+        """Edit rows (templated anchor + object), the replayed edits' bare anchors + objects, then unrelated
+        rows (the case's, then the replayed edits'); labels only on the objects' tokens.
+
+        Returns the padded ids, mask and labels, each edit row's first answer position, the number of the
+        case's own rows and the number of edit rows (own + replayed).
+        """
+        rows, labels, first_answer = [], [], []
+        anchors = [(template.format(case.prompt), case.new_object) for template in templates]
+        anchors += [(earlier.prompt, earlier.new_object) for earlier, _ in replayed]
+        for prompt_text, new_object in anchors:
+            prompt, target = encode(tokenizer, prompt_text), target_ids(tokenizer, new_object)
+            rows.append(prompt + target)
+            labels.append([-100] * len(prompt) + target)
+            first_answer.append(len(prompt) - 1)  # the position that predicts the object's first token
+        for text in [*unrelated, *(t for _, texts in replayed for t in texts)]:
             ids = encode(tokenizer, text)
             rows.append(ids)
             labels.append([-100] * len(ids))
         input_ids, attention_mask = pad_right(rows, pad_id(tokenizer))
         label_ids, _ = pad_right(labels, -100)
-        return input_ids, attention_mask, label_ids, first_answer, len(templates)
+        return input_ids, attention_mask, label_ids, first_answer, len(templates), len(anchors)
 
     # --- one edit ---
 
@@ -570,13 +634,24 @@ class WiseEditor(Editor):
 
     def _edit_one(self, model, tokenizer, case: EditCase, wise: WiseLinear, state: _EditingState) -> None:
         h = self.hparams
-        alpha, beta, gamma = h.act_margin
         device = wise.weight.device
         templates = self._context_templates(model, tokenizer)
-        input_ids, attention_mask, labels, first_answer, num_edit_rows = (
-            t.to(device) if isinstance(t, torch.Tensor) else t
-            for t in self._batch(tokenizer, case, templates, self._locality_texts(model, tokenizer))
-        )
+        unrelated = self._unrelated(case, self._locality_texts(model, tokenizer))
+
+        def batch(replayed=()):
+            return tuple(
+                t.to(device) if isinstance(t, torch.Tensor) else t
+                for t in self._batch(tokenizer, case, templates, unrelated, replayed)
+            )
+
+        own = batch()
+        # What replay may draw: not an earlier edit of this very prompt (the new object supersedes it), and
+        # none of the earlier edits' unrelated texts that mention this subject (the router must take those).
+        earlier = [
+            (done, [t for t in texts if case.subject not in t])
+            for done, texts in state.history
+            if done.prompt != case.prompt
+        ]
         pending = state.pending.clone().requires_grad_(True)
         if h.optimizer == "adam":
             optimizer = torch.optim.Adam([pending], lr=h.edit_lr)
@@ -586,35 +661,41 @@ class WiseEditor(Editor):
         try:
             wise.editing_weight = pending
             for _ in range(h.n_iter):
+                picks = replay_sample(len(earlier), h.replay, self._replay_rng)
+                step = batch([earlier[i] for i in picks]) if picks else own
+                input_ids, attention_mask, labels, first_answer, num_own, num_edit_rows = step
                 optimizer.zero_grad()
                 logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
                 ce = F.cross_entropy(
-                    logits[:num_edit_rows, :-1].reshape(-1, logits.shape[-1]),
-                    labels[:num_edit_rows, 1:].reshape(-1),
+                    logits[:num_own, :-1].reshape(-1, logits.shape[-1]),
+                    labels[:num_own, 1:].reshape(-1),
                     ignore_index=-100,
                 )
+                if num_edit_rows > num_own:  # the replayed edits weigh as much as the new one, together
+                    ce = ce + F.cross_entropy(
+                        logits[num_own:num_edit_rows, :-1].reshape(-1, logits.shape[-1]),
+                        labels[num_own:num_edit_rows, 1:].reshape(-1),
+                        ignore_index=-100,
+                    )
                 in_scope, out_scope = self._margin_terms(wise, attention_mask, first_answer, num_edit_rows)
-                margin = (
-                    F.relu(out_scope.max() - in_scope + gamma).mean()
-                    + F.relu(out_scope - alpha).mean()
-                    + F.relu(beta - in_scope).mean()
-                )
+                margin = margin_loss(in_scope[:num_own], out_scope, h.act_margin, in_scope[num_own:])
                 loss = ce + margin
                 value = float(loss.detach())
                 if abs(value - previous) <= 1e-4 and value <= 0.02:  # EasyEdit's early stop
                     break
                 previous = value
                 loss.backward()
-                pending.grad.mul_(state.mask)
+                pending.grad.mul_(state.mask)  # replay too moves only the open shard's masked entries
                 optimizer.step()
                 if h.norm_constraint is not None:
                     with torch.no_grad():
                         bound = h.norm_constraint
                         pending.copy_(torch.clamp(pending, wise.weight - bound, wise.weight + bound))
-            # The in-scope difference the finished edit reaches (the last step's update included).
+            # The in-scope difference the finished edit reaches on its own rows (the last step's update included).
             with torch.no_grad():
+                input_ids, attention_mask, _, first_answer, num_own, _ = own
                 model(input_ids=input_ids, attention_mask=attention_mask)
-                in_scope, _ = self._margin_terms(wise, attention_mask, first_answer, num_edit_rows)
+                in_scope, _ = self._margin_terms(wise, attention_mask, first_answer, num_own)
                 in_scope_min = float(in_scope.min())
         finally:
             wise.editing_weight = None
@@ -626,6 +707,7 @@ class WiseEditor(Editor):
             in_scope_min,
             float(out_scope.detach().max()),
         )
+        state.history.append((case, unrelated))
         state.pending = pending.detach()
         state.min_in_scope = min(state.min_in_scope, in_scope_min)
         state.edits += 1
