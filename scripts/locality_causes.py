@@ -719,31 +719,27 @@ def report_training_signal(rows: list[dict]) -> str:
 def command_report(options) -> int:
     parts = []
     if options.flips:
+        flips = read_jsonl(Path(options.flips))
         parts.append(
             "Locality probes stage 1 kept that refinement broke, per key (summed over seeds):\n\n"
-            + report_breaks_by_key(read_jsonl(Path(options.flips)))
+            + report_breaks_by_key(flips)
         )
         parts.append(
             "Do objects that several edits write attract more? (summed over seeds):\n\n"
-            + report_writers(read_jsonl(Path(options.flips)))
+            + report_writers(flips)
         )
-        parts.append(
-            "Where changed locality answers went (summed over seeds):\n\n"
-            + report_flips(read_jsonl(Path(options.flips)))
-        )
+        parts.append("Where changed locality answers went (summed over seeds):\n\n" + report_flips(flips))
     if options.trained:
         parts.append(
             "Answers kept, trained vs never-trained prompts (% of prompts, mean ± sd over seeds):\n\n"
             + report_trained(read_jsonl(Path(options.trained)))
         )
     if options.checkpoints:
-        parts.append(
-            "Per checkpoint (%, mean ± sd over seeds):\n\n"
-            + report_checkpoints(read_jsonl(Path(options.checkpoints)))
-        )
+        checkpoints = read_jsonl(Path(options.checkpoints))
+        parts.append("Per checkpoint (%, mean ± sd over seeds):\n\n" + report_checkpoints(checkpoints))
         parts.append(
             "Training signal per checkpoint window (mean over seeds):\n\n"
-            + report_training_signal(read_jsonl(Path(options.checkpoints)))
+            + report_training_signal(checkpoints)
         )
     print("\n\n".join(parts))
     return 0
