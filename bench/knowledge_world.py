@@ -9,12 +9,13 @@ the same step budget; only stage 2 differs:
     pgaa-<coef>   + EditGRPOTrainer with the PGAA alignment term at alignment_coef <coef>
     sft           + TRL's SFTTrainer on the same prompts with their accepted answers (the non-RL baseline)
 
-Each (editor, seed) draws its own edit cases from the world. The first trained condition of a pair runs
-the whole pipeline (cases, pre-edit eval, stage 1, post-edit eval, AGT data); the others copy those
-finished stages and run only training and the post-refinement evaluation. Conditions run as separate
-``edit-grpo pipeline`` processes, several at once (a 26M-parameter model leaves a GPU mostly idle), and
-every finished condition appends one JSON line to ``--results`` at once, so a call cut short keeps what
-it finished and a rerun skips it.
+Each (editor, seed) draws its own edit cases from the world (a case set). The first trained condition of a
+pair runs the whole pipeline (cases, pre-edit eval, stage 1, post-edit eval, AGT data); the others copy
+those finished stages and run only training and the post-refinement evaluation. Stage 2 is seeded with the
+pair's seed, or, with ``--train-seeds``, once per training seed from the same stage-1 checkpoint (case sets
+x training seeds). Conditions run as separate ``edit-grpo pipeline`` processes, several at once (a
+26M-parameter model leaves a GPU mostly idle), and every finished condition appends one JSON line to
+``--results`` at once, so a call cut short keeps what it finished and a rerun skips it.
 
     python bench/knowledge_world.py run --size small --editors rome memit --seeds 0 1 2 \\
         --workers 8 --results $OUT/knowledge_world.jsonl
@@ -102,7 +103,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Pair:
-    """One stage-1 checkpoint: an editor and a seed (which picks the cases and seeds training)."""
+    """One stage-1 checkpoint: an editor and a seed (which picks the cases, and seeds training unless
+    ``--train-seeds`` names other training seeds)."""
 
     size: str
     editor: str
@@ -122,7 +124,15 @@ def recipe_folder(options) -> str:
     return options.recipes or f"world-{options.size}"
 
 
-def pipeline_command(pair: Pair, condition: Condition, run_dir: Path, options) -> list[str]:
+def run_name(pair: Pair, condition: Condition, train_seed: int) -> str:
+    """A condition's run folder under its pair: the condition's name, tagged when training is seeded apart
+    from the cases (so the folders of earlier benchmarks, one training seed per case set, keep their names)."""
+    return condition.name if train_seed == pair.seed else f"{condition.name}@train{train_seed}"
+
+
+def pipeline_command(
+    pair: Pair, condition: Condition, run_dir: Path, options, train_seed: int | None = None
+) -> list[str]:
     # The world's cases are drawn here, per seed; another source is drawn by the pipeline (with the
     # recipe's keep_known filter), its "{seed}" replaced by the pair's seed.
     if is_world(options):
@@ -147,13 +157,15 @@ def pipeline_command(pair: Pair, condition: Condition, run_dir: Path, options) -
         "--data.seed",
         str(pair.seed),
         "--training.seed",
-        str(pair.seed),
+        str(pair.seed if train_seed is None else train_seed),
     ]
     if options.max_steps is not None:
         command += ["--training.max_steps", str(options.max_steps)]
     # The seeds of one condition share a W&B run group (used when the recipe or --extra names a project).
     command += ["--wandb.group", f"{recipe_folder(options)}/{pair.editor}/{condition.name}"]
-    return command + condition.overrides() + shlex.split(options.extra)
+    # A condition's own changes come last, so they win over --extra's (pgaa-0.2+training.locality_coef=0
+    # beside --extra '--training.locality_coef 1').
+    return command + shlex.split(options.extra) + condition.overrides()
 
 
 def write_cases(pair: Pair, folder: Path, num_cases: int) -> Path:
@@ -198,9 +210,10 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict:
-    run_dir = root / pair.key / condition.name
-    log = run_dir.parent / f"{condition.name}.log"  # not with_suffix: condition names hold dots
+def run_condition(pair: Pair, condition: Condition, train_seed: int, root: Path, options) -> dict:
+    name = run_name(pair, condition, train_seed)
+    run_dir = root / pair.key / name
+    log = run_dir.parent / f"{name}.log"  # not with_suffix: condition names hold dots
     log.parent.mkdir(parents=True, exist_ok=True)
     environment = dict(
         os.environ, OMP_NUM_THREADS=str(options.threads_per_worker), TOKENIZERS_PARALLELISM="false"
@@ -210,7 +223,7 @@ def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict
     started = time.perf_counter()
     with log.open("a") as stream:
         completed = subprocess.run(
-            pipeline_command(pair, condition, run_dir, options),
+            pipeline_command(pair, condition, run_dir, options, train_seed),
             stdout=stream,
             stderr=subprocess.STDOUT,
             env=environment,
@@ -222,10 +235,12 @@ def run_condition(pair: Pair, condition: Condition, root: Path, options) -> dict
         raise RuntimeError(
             f"{pair.key} {condition.name} failed (exit {completed.returncode}):\n" + "\n".join(tail)
         )
-    return collect(pair, condition, run_dir, wall)
+    return collect(pair, condition, run_dir, wall, train_seed)
 
 
-def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None) -> dict:
+def collect(
+    pair: Pair, condition: Condition, run_dir: Path, wall: float | None, train_seed: int | None = None
+) -> dict:
     def read(path: Path) -> dict:
         return json.loads(path.read_text())
 
@@ -235,6 +250,8 @@ def collect(pair: Pair, condition: Condition, run_dir: Path, wall: float | None)
         "size": pair.size,
         "editor": pair.editor,
         "seed": pair.seed,
+        # stage 1 is not trained: it has no training seed
+        "train_seed": (pair.seed if train_seed is None else train_seed) if condition.trains else None,
         "condition": condition.name,
         "alignment_coef": condition.alignment_coef,
         "pre_edit": read(layout.evaluation("pre_edit") / "metrics.json"),
@@ -269,43 +286,76 @@ def per_case_scores(folder: Path) -> dict[str, dict[str, float]]:
     }
 
 
+def train_seed_of(row: dict) -> int | None:
+    """A row's training seed: None for stage 1 (nothing trained); rows written before training seeds were
+    recorded were trained with their case seed."""
+    if row["condition"] == "stage1":
+        return None
+    return row.get("train_seed", row["seed"])
+
+
+def matched_runs(rows: list[dict], editor: str, first: str, second: str) -> list[tuple[dict, dict]]:
+    """The (A, B) rows of one editor scored on the same cases: the same case set and training seed, or every
+    training seed of one condition against the other's untrained row (stage 1)."""
+    index: dict[tuple[int, str], dict[int | None, dict]] = {}
+    for row in rows:
+        if row["editor"] == editor and row["condition"] in (first, second):
+            index.setdefault((row["seed"], row["condition"]), {})[train_seed_of(row)] = row
+    matched = []
+    for seed in sorted({seed for seed, _ in index}):
+        runs_a, runs_b = index.get((seed, first), {}), index.get((seed, second), {})
+        if None in runs_a:
+            matched += [(runs_a[None], runs_b[t]) for t in sorted(t for t in runs_b if t is not None)]
+        elif None in runs_b:
+            matched += [(runs_a[t], runs_b[None]) for t in sorted(runs_a)]
+        else:
+            matched += [(runs_a[t], runs_b[t]) for t in sorted(runs_a.keys() & runs_b.keys())]
+    return matched
+
+
 def case_paired_table(rows: list[dict], metrics, compare: tuple[str, str]) -> str:
-    """Per editor: condition A - condition B over (seed, case) units, both scored on the same cases of the
-    same seed, with the sign-flip permutation test (``edit_grpo_trl.evaluation.paired``)."""
+    """Per editor: condition A - condition B over (case set, case) units, both scored on the same cases.
+
+    A case's difference is averaged over the training seeds both conditions ran, then tested with the sign-flip
+    permutation test (``edit_grpo_trl.evaluation.paired``); the spread is the sample standard deviation over
+    matched runs of each run's mean difference."""
+    import statistics
+
     from edit_grpo_trl.evaluation.paired import paired_permutation_test
 
     first, second = compare
-    by_key = {(r["editor"], r["seed"], r["condition"]): r for r in rows}
     lines = [
-        f"| editor | {first} - {second} | units | " + " | ".join(label for _, label in metrics) + " |",
+        "| editor | matched runs | cases | " + " | ".join(label for _, label in metrics) + " |",
         "| --- | --- | --- |" + " --- |" * len(metrics),
     ]
     for editor in sorted({r["editor"] for r in rows}):
-        seeds = sorted(
-            seed
-            for (e, seed, c) in by_key
-            if e == editor and c == first and by_key.get((editor, seed, second), {}).get("per_case")
-        )
+        matched = [(a, b) for a, b in matched_runs(rows, editor, first, second) if b.get("per_case")]
+        if not matched:
+            continue
         cells, units = [], 0
         for metric, _ in metrics:
-            differences = []
-            for seed in seeds:
-                a = by_key[(editor, seed, first)].get("per_case", {})
-                b = by_key[(editor, seed, second)]["per_case"]
-                differences += [
-                    a[case][metric] - b[case][metric]
-                    for case in a
-                    if case in b and metric in a[case] and metric in b[case]
-                ]
-            if not differences:
+            per_case: dict[tuple[int, str], list[float]] = {}
+            run_means = []
+            for a, b in matched:
+                a_cases, b_cases = a.get("per_case", {}), b["per_case"]
+                differences = {
+                    case: a_cases[case][metric] - b_cases[case][metric]
+                    for case in a_cases
+                    if case in b_cases and metric in a_cases[case] and metric in b_cases[case]
+                }
+                for case, difference in differences.items():
+                    per_case.setdefault((a["seed"], case), []).append(difference)
+                if differences:
+                    run_means.append(statistics.fmean(differences.values()))
+            if not per_case:
                 cells.append("-")
                 continue
-            test = paired_permutation_test(differences)
+            test = paired_permutation_test([statistics.fmean(values) for values in per_case.values()])
             units = max(units, test.n)
             scale = 1 if metric == "fluency" else 100
-            cells.append(f"{scale * test.mean:+.1f} (p {test.p_value:.2g})")
-        if seeds:
-            lines.append(f"| {editor} | {len(seeds)} seeds | {units} | " + " | ".join(cells) + " |")
+            spread = scale * statistics.stdev(run_means) if len(run_means) > 1 else 0.0
+            cells.append(f"{scale * test.mean:+.1f} ± {spread:.1f} (p {test.p_value:.2g})")
+        lines.append(f"| {editor} | {len(matched)} | {units} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -334,7 +384,7 @@ def device_name() -> str:
 
 
 def row_key(row: dict) -> tuple:
-    return (row["size"], row["editor"], row["seed"], row["condition"])
+    return (row["size"], row["editor"], row["seed"], train_seed_of(row), row["condition"])
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -376,36 +426,44 @@ def command_run(options) -> int:
         with results.open("a") as stream:
             stream.write(json.dumps(row) + "\n")
         metrics = row["metrics"]
+        trained_with = "" if row["train_seed"] in (None, row["seed"]) else f" train seed {row['train_seed']}"
         print(
-            f"[{time.perf_counter() - started:6.0f}s] {row['editor']} seed {row['seed']} {row['condition']}: "
+            f"[{time.perf_counter() - started:6.0f}s] {row['editor']} seed {row['seed']}{trained_with} "
+            f"{row['condition']}: "
             f"rel {metrics.get('gen_em_reliability', 0):.3f} gen {metrics.get('gen_em_generalization', 0):.3f} "
             f"loc {metrics.get('gen_em_locality', 0):.3f} (wall {row['wall_seconds'] or 0:.0f} s)",
             flush=True,
         )
 
-    def todo(pair: Pair, condition: Condition) -> bool:
-        return (pair.size, pair.editor, pair.seed, condition.name) not in done
+    def todo(pair: Pair, condition: Condition, train_seed: int | None) -> bool:
+        return (pair.size, pair.editor, pair.seed, train_seed, condition.name) not in done
+
+    def train_seeds(pair: Pair) -> list[int]:
+        return options.train_seeds or [pair.seed]
 
     first = trained[0]
     if options.gpus is None:
         options.gpus = gpu_count()
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        # Phase 1: per pair, the first trained condition runs the whole pipeline, stage 1 included.
-        firsts = {pool.submit(run_condition, p, first, root, options): p for p in pairs}
-        # Phase 2: as soon as a pair's stages are done, its other conditions start from them.
+        # Phase 1: per pair, the first trained condition (first training seed) runs the whole pipeline,
+        # stage 1 included.
+        firsts = {pool.submit(run_condition, p, first, train_seeds(p)[0], root, options): p for p in pairs}
+        # Phase 2: as soon as a pair's stages are done, its other runs start from them.
         futures = {}
         for future in as_completed(firsts):
             pair = firsts[future]
             row = future.result()
-            if todo(pair, first):
+            source = root / pair.key / run_name(pair, first, train_seeds(pair)[0])
+            if todo(pair, first, train_seeds(pair)[0]):
                 record(row)
-            if "stage1" in options.conditions and todo(pair, Condition("stage1")):
-                stage1 = collect(pair, Condition("stage1"), root / pair.key / first.name, None)
-                record(stage1)
-            for condition in trained[1:]:
-                if todo(pair, condition):
-                    copy_finished_stages(root / pair.key / first.name, root / pair.key / condition.name)
-                    futures[pool.submit(run_condition, pair, condition, root, options)] = (pair, condition)
+            if "stage1" in options.conditions and todo(pair, Condition("stage1"), None):
+                record(collect(pair, Condition("stage1"), source, None))
+            for condition, train_seed in itertools.product(trained, train_seeds(pair)):
+                if (condition, train_seed) == (first, train_seeds(pair)[0]):
+                    continue
+                if todo(pair, condition, train_seed):
+                    copy_finished_stages(source, root / pair.key / run_name(pair, condition, train_seed))
+                    futures[pool.submit(run_condition, pair, condition, train_seed, root, options)] = pair
         failures = []
         for future in as_completed(futures):
             try:
@@ -450,12 +508,11 @@ def scaled(row_metrics: dict, metric: str) -> float | None:
 
 
 def paired_differences(rows: list[dict], metrics=CONTAINS_METRICS, baseline: str = "stage1") -> str:
-    """Per editor and condition: the mean and spread over seeds of (condition - baseline) on the same seed."""
+    """Per editor and condition: the mean and spread over runs of (condition - baseline) on the same cases."""
     import statistics
 
-    by_key = {(r["editor"], r["seed"], r["condition"]): r for r in rows}
     lines = [
-        f"| editor | condition - {baseline} | seeds | " + " | ".join(label for _, label in metrics) + " |",
+        f"| editor | condition - {baseline} | runs | " + " | ".join(label for _, label in metrics) + " |",
         "| --- | --- | --- |" + " --- |" * len(metrics),
     ]
     for editor in sorted({r["editor"] for r in rows}):
@@ -463,23 +520,17 @@ def paired_differences(rows: list[dict], metrics=CONTAINS_METRICS, baseline: str
         for condition in conditions:
             if condition == baseline:
                 continue
-            seeds = sorted(
-                r["seed"]
-                for r in rows
-                if r["editor"] == editor
-                and r["condition"] == condition
-                and (editor, r["seed"], baseline) in by_key
-            )
+            matched = matched_runs(rows, editor, condition, baseline)
             cells = []
             for metric, _ in metrics:
                 deltas = [
-                    scaled(by_key[(editor, seed, condition)]["metrics"], metric)
-                    - scaled(by_key[(editor, seed, baseline)]["metrics"], metric)
-                    for seed in seeds
+                    scaled(a["metrics"], metric) - scaled(b["metrics"], metric)
+                    for a, b in matched
+                    if scaled(a["metrics"], metric) is not None and scaled(b["metrics"], metric) is not None
                 ]
                 spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
                 cells.append(f"{statistics.fmean(deltas):+.1f} ± {spread:.1f}" if deltas else "-")
-            lines.append(f"| {editor} | {condition} | {len(seeds)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {editor} | {condition} | {len(matched)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -497,7 +548,8 @@ def condition_order(name: str) -> tuple:
 
 
 def summarize(rows: list[dict], metrics=REPORT_METRICS) -> dict[tuple[str, str], dict]:
-    """Per (editor, condition): mean and sample standard deviation over seeds of every reported figure."""
+    """Per (editor, condition): mean and sample standard deviation over runs (case sets x training seeds) of
+    every reported figure."""
     import statistics
 
     grouped: dict[tuple[str, str], list[dict]] = {}
@@ -505,7 +557,7 @@ def summarize(rows: list[dict], metrics=REPORT_METRICS) -> dict[tuple[str, str],
         grouped.setdefault((row["editor"], row["condition"]), []).append(row)
     summary = {}
     for key, group in grouped.items():
-        entry = {"seeds": sorted(r["seed"] for r in group)}
+        entry = {"runs": len(group), "case_sets": len({r["seed"] for r in group})}
         for metric, _ in metrics:
             values = [v for r in group if (v := scaled(r["metrics"], metric)) is not None]
             if values:
@@ -524,7 +576,7 @@ def markdown(summary: dict[tuple[str, str], dict], metrics=REPORT_METRICS) -> st
         return f"{metric.split('_')[0]} {name}" if metric.startswith(("gen_", "tf_")) else name
 
     header = (
-        "| editor | condition | seeds | "
+        "| editor | condition | runs | "
         + " | ".join(label(metric, name) for metric, name in metrics)
         + " | train s (median) | s/step |"
     )
@@ -542,7 +594,7 @@ def markdown(summary: dict[tuple[str, str], dict], metrics=REPORT_METRICS) -> st
             train = f"{entry['train_seconds']:.0f}" if "train_seconds" in entry else "-"
             step = f"{entry['seconds_per_step']:.3f}" if "seconds_per_step" in entry else "-"
             lines.append(
-                f"| {editor} | {condition} | {len(entry['seeds'])} | "
+                f"| {editor} | {condition} | {entry['runs']} | "
                 + " | ".join(cells)
                 + f" | {train} | {step} |"
             )
@@ -591,12 +643,13 @@ def command_report(options) -> int:
     summary = summarize(rows, metrics)
     table = markdown(summary, metrics)
     if options.match == "contains":
-        table += "\n\nPaired differences, per seed against stage 1 (mean ± std over seeds):\n\n"
+        table += "\n\nPaired differences, per run against stage 1 (mean ± std over runs):\n\n"
         table += paired_differences(rows, metrics)
     for first, second in options.compare or []:
         table += (
-            f"\n\n{first} - {second}, paired over cases (each seed's cases; per-case scores; mean difference "
-            "and the two-sided sign-flip permutation p-value; metrics no case holds are left '-'):\n\n"
+            f"\n\n{first} - {second}, paired over cases (each case set's cases, a case's difference averaged over "
+            "training seeds; mean difference ± std over matched runs, and the two-sided sign-flip permutation "
+            "p-value over cases; metrics no case holds are left '-'):\n\n"
         )
         table += case_paired_table(rows, metrics, (first, second))
     print(table)
@@ -633,6 +686,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--editors", nargs="+", default=["rome", "memit"])
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run.add_argument(
+        "--train-seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="stage-2 training seeds, each run from every pair's stage-1 checkpoint (default: the pair's seed)",
+    )
     run.add_argument("--conditions", nargs="+", default=list(DEFAULT_CONDITIONS))
     run.add_argument("--num-cases", type=int, default=100)
     run.add_argument("--max-steps", type=int, default=None, help="stage-2 steps (default: the recipe's)")
