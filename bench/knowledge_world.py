@@ -388,8 +388,11 @@ def row_key(row: dict) -> tuple:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The result rows of one JSONL file, in the order they were written."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The result rows of one JSONL file (gzipped when its name ends in .gz), in the order they were written."""
+    import gzip
+
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def command_run(options) -> int:
@@ -401,6 +404,8 @@ def command_run(options) -> int:
 
     root = Path(options.root)
     results = Path(options.results)
+    if results.suffix == ".gz":
+        raise SystemExit(f"--results {results}: rows are appended as plain JSONL; gzip the file afterwards")
     results.parent.mkdir(parents=True, exist_ok=True)
     conditions = [Condition(name) for name in options.conditions]
     for condition in conditions:
@@ -479,6 +484,7 @@ def command_run(options) -> int:
 REPORT_METRICS = (
     ("gen_em_reliability", "reliability"),
     ("gen_em_generalization", "held-out gen."),
+    ("gen_em_generalization_beyond_anchor", "held-out gen. not ending with the anchor"),
     ("gen_em_portability/Subject_Aliasing", "alias"),
     ("gen_em_portability/Reasoning", "two-hop"),
     ("gen_em_locality", "locality"),

@@ -233,3 +233,32 @@ def test_chat_read_plainly_teacher_forces_the_answer_after_the_restated_prompt(m
     boxed_chat = AGTDataConfig(prompt_style="chat")
     evaluate_cases(model, tokenizer, [case], config, data=boxed_chat)
     assert forced[-1] == (render_prompts(tokenizer, [case.prompt], boxed_chat), [r"\boxed{female}"])
+
+
+def test_generalization_is_reported_per_template_and_without_prompts_ending_with_the_edit():
+    model, tokenizer = make_model(seed=5).eval(), make_tokenizer()
+    config = EvalConfig(batch_size=4, max_new_tokens=3, teacher_forced=False, fluency=False)
+    prompts = {"paraphrase": "the city of birth of Ana is", "question_anchor": "where ? Ana was born in"}
+    prompts["asked"] = "the home town of Ana is"
+
+    def case(answers):
+        probes = tuple(
+            Probe(prompt, (answers[key],), ProbeKind.EVAL_GENERALIZATION, key)
+            for key, prompt in prompts.items()
+        )
+        return EditCase("c0", "Ana", "Ana was born in", ("Paris",), "Rome", probes)
+
+    # what the model answers each prompt: those answers score 1, any other 0
+    said = evaluate_cases(model, tokenizer, [case(dict.fromkeys(prompts, "?"))], config).probes
+    generated = {row["key"]: row["generation"] for row in said if row["family"] == "generalization"}
+    assert all(generated.values())
+    answers = dict(generated, asked=generated["asked"] + " nowhere")  # "asked" is answered wrong
+    result = evaluate_cases(model, tokenizer, [case(answers)], config)
+    metrics = result.metrics
+    assert metrics["gen_em_generalization/paraphrase"] == 1.0
+    assert metrics["gen_em_generalization/question_anchor"] == 1.0
+    assert metrics["gen_em_generalization/asked"] == 0.0
+    assert metrics["gen_em_generalization"] == pytest.approx(2 / 3)  # the plain mean over the three
+    # "where ? Ana was born in" ends with the edit prompt: left out
+    assert metrics["gen_em_generalization_beyond_anchor"] == pytest.approx(1 / 2)
+    assert result.per_case[0]["gen_em_generalization_beyond_anchor"] == pytest.approx(1 / 2)

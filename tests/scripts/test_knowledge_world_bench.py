@@ -141,3 +141,14 @@ def test_the_summary_counts_runs_and_case_sets():
     assert (entry["runs"], entry["case_sets"]) == (3, 2)
     mean, _ = entry["gen_em_locality"]
     assert abs(mean - 200 / 3) < 1e-9
+
+
+def test_gzipped_result_files_read_as_the_plain_ones(tmp_path):
+    import gzip
+    import json
+
+    rows = [row("stage1", 0, {"a": 1.0}, train_seed=None), row("grpo", 0, {"a": 0.5}, train_seed=0)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "r.jsonl").write_text(text)
+    (tmp_path / "r.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    assert bench.read_rows(tmp_path / "r.jsonl.gz") == bench.read_rows(tmp_path / "r.jsonl") == rows

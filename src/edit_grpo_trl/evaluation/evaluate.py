@@ -3,7 +3,10 @@
 Every probe family (``reliability``: the anchor; ``generalization``: held-out paraphrases; ``portability``;
 ``locality``) is averaged the way EasyEdit's KnowEdit summary does it: within a case, the probes of one key
 are averaged, then the keys; then the cases. Per-key figures (``<metric>/<key>``) average that key over
-the cases that have it. Reliability and generalization have no keys, so they are plain per-case means.
+the cases that have it. Reliability and generalization are plain per-case means; a held-out probe's key
+(the world's template key) gives ``<metric>_generalization/<key>``, and ``<metric>_generalization_beyond_anchor``
+averages only the held-out prompts that do not end with the edit prompt word for word (one that does asks the
+edit again, so it follows reliability).
 
 * ``tf_*``: teacher-forced token accuracy, EasyEdit's ``test_prediction_acc``: the share of answer tokens
   whose argmax, given the prompt and the answer's earlier tokens, is that token (the first accepted answer
@@ -142,6 +145,14 @@ def easyedit_average(
     return _mean(per_case.values()), per_case
 
 
+def _unkeyed(scores: dict[tuple[int, str | None], list[float]]) -> dict[tuple[int, None], list[float]]:
+    """The same probe scores with their keys dropped: one group per case."""
+    merged: dict[tuple[int, None], list[float]] = defaultdict(list)
+    for (case, _), values in sorted(scores.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        merged[(case, None)] += values
+    return merged
+
+
 def per_key_average(scores: dict[tuple[int, str | None], list[float]]) -> dict[str, float]:
     """EasyEdit's per-key summary: for each key, the mean over cases of the case's probe mean."""
     by_key: dict[str, list[float]] = defaultdict(list)
@@ -212,7 +223,7 @@ def evaluate_cases(
     for index, case in enumerate(cases):
         items.append((index, "reliability", None, case.prompt, case.target_new))
         items += [
-            (index, "generalization", None, p.prompt, p.answers)
+            (index, "generalization", p.key, p.prompt, p.answers)
             for p in case.probes_of(ProbeKind.EVAL_GENERALIZATION)
         ]
         items += [
@@ -300,20 +311,38 @@ def evaluate_cases(
         {"case_id": c.case_id, "subject": c.subject, "prompt": c.prompt, "target_new": c.new_object}
         for c in cases
     ]
+    # A held-out prompt that ends with the edit prompt word for word asks the edit again ("Where was X born ?
+    # X was born in"): its score follows reliability, so generalization is also reported without those.
+    beyond_anchor = [
+        item[1] == "generalization" and not item[3].endswith(cases[item[0]].prompt) for item in items
+    ]
     for prefix, field_name in (("tf", "tf"), ("gen_em", "gen_em"), ("gen_contains", "gen_contains")):
         for family in FAMILIES:
             scores: dict[tuple[int, str | None], list[float]] = defaultdict(list)
             for item, row in zip(items, rows, strict=True):
                 if item[1] == family and row.get(field_name) is not None:
                     scores[(item[0], item[2])].append(row[field_name])
+            if family == "generalization":
+                # EasyEdit's rephrase_acc is the plain mean over a case's paraphrases; the keys (templates)
+                # are reported apart
+                by_template, scores = scores, _unkeyed(scores)
             overall, by_case = easyedit_average(scores)
             if overall is None:
                 continue
             metrics[f"{prefix}_{family}"] = overall
             for index, value in by_case.items():
                 per_case[index][f"{prefix}_{family}"] = value
-            for key, value in per_key_average(scores).items():
+            for key, value in per_key_average(by_template if family == "generalization" else scores).items():
                 metrics[f"{prefix}_{family}/{key}"] = value
+        beyond: dict[tuple[int, str | None], list[float]] = defaultdict(list)
+        for item, row, counted in zip(items, rows, beyond_anchor, strict=True):
+            if counted and row.get(field_name) is not None:
+                beyond[(item[0], None)].append(row[field_name])
+        overall, by_case = easyedit_average(beyond)
+        if overall is not None:
+            metrics[f"{prefix}_generalization_beyond_anchor"] = overall
+            for index, value in by_case.items():
+                per_case[index][f"{prefix}_generalization_beyond_anchor"] = value
     entropies: list[float] = []
     if config.fluency:
         fluency_texts = sample_fluency_texts(
