@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 BOXED_COMMAND = r"\boxed{"
@@ -106,6 +106,19 @@ def answer_completion(answer: str, style: AnswerStyle = "plain") -> str:
     """The completion that states ``answer`` the way :func:`extract_answer` reads it back: `` answer``
     after a plain prompt, ``\\boxed{answer}`` for a boxed one (the teacher-forced targets of training)."""
     return f"{BOXED_COMMAND}{answer}}}" if style == "boxed" else " " + answer
+
+
+def answer_token_ids(tokenizer, row: Mapping[str, Any], context: str) -> tuple[str, list[int]]:
+    """A dataset row's first accepted answer as the completion its ``answer_style`` states
+    (:func:`answer_completion`) and that text's token ids, without special tokens: the teacher-forced target
+    of the locality loss, PGAA's target direction and target injection alike. Raises naming ``context`` when
+    the answer tokenizes to nothing (there would be nothing to train)."""
+    answer = row["answers"][0]
+    text = answer_completion(answer, row.get("answer_style") or "plain")
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ValueError(f"{context}: the answer {answer!r} tokenizes to nothing")
+    return text, ids
 
 
 def is_boxed_format(completion: Any) -> bool:

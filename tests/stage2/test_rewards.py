@@ -128,3 +128,18 @@ def test_answer_completion_is_read_back_as_its_answer(style):
     completion = answer_completion("New York", style)
     assert completion == (r"\boxed{New York}" if style == "boxed" else " New York")
     assert extract_answer(completion, style) == "New York"
+
+
+def test_answer_token_ids_tokenize_the_styled_answer_and_refuse_an_empty_one():
+    from edit_grpo_trl.answers import answer_token_ids
+
+    from .conftest import make_tokenizer
+
+    tokenizer = make_tokenizer()
+    text, ids = answer_token_ids(
+        tokenizer, {"answers": ["Paris", "Lutetia"], "answer_style": None}, "case 'c0'"
+    )
+    assert text == " Paris"  # the first accepted answer, as a plain completion
+    assert ids == tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match=r"case 'c0': the answer '' tokenizes to nothing"):
+        answer_token_ids(tokenizer, {"answers": [""], "answer_style": "plain"}, "case 'c0'")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
-from edit_grpo_trl.answers import answer_completion
+from edit_grpo_trl.answers import answer_token_ids
 
 IGNORE_INDEX = -100
 
@@ -90,12 +90,8 @@ class LocalityPool:
         else:
             text = render_chat_prompt(tokenizer, prompt, chat_template_kwargs)
             prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        answer = row["answers"][0]
-        target = answer_completion(answer, row.get("answer_style") or "plain")
-        target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-        if not target_ids:
-            raise ValueError(f"locality pool: the answer {answer!r} of {prompt!r} tokenizes to nothing")
-        return list(prompt_ids), list(target_ids)
+        _, target_ids = answer_token_ids(tokenizer, row, f"locality pool, {prompt!r}")
+        return list(prompt_ids), target_ids
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 
-from edit_grpo_trl.answers import answer_completion
+from edit_grpo_trl.answers import answer_token_ids
 from edit_grpo_trl.roles import ANCHOR
 from edit_grpo_trl.stage2.rewards import anchor_accuracy
 
@@ -134,12 +134,7 @@ class TargetInjectionMixin:
         return (prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest)
 
     def _target_completion(self, row: dict[str, Any], sampled) -> tuple[str, list[int]]:
-        text = answer_completion(row["answers"][0], row.get("answer_style") or "plain")
-        ids = self.processing_class(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError(
-                f"case {row['case_id']!r}: the new object {row['answers'][0]!r} tokenizes to nothing"
-            )
+        text, ids = answer_token_ids(self.processing_class, row, f"case {row['case_id']!r}")
         # A chat turn ends; a plain completion is left open, as the model's own samples stop at the length limit
         # (unless truncated completions are masked out, where an open one would not be trained at all).
         if not isinstance(sampled, str) or self.args.mask_truncated_completions:

@@ -26,7 +26,7 @@ from datasets import Dataset, IterableDataset
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from edit_grpo_trl.answers import answer_completion
+from edit_grpo_trl.answers import answer_token_ids
 from edit_grpo_trl.stage2.config import EditGRPOConfig
 from edit_grpo_trl.stage2.early_stop import attach_reward_saturation_stop
 from edit_grpo_trl.stage2.ghost import alignment_cosines, mask_features
@@ -283,13 +283,8 @@ class EditGRPOTrainer(TargetInjectionMixin, LocalityLossMixin, GRPOTrainer):
         if case_id not in self._target_token_cache:
             row = self.train_dataset[self._anchor_rows[case_id]]
             (prompt_ids,), _, _ = self._tokenize_prompts([row["prompt"]])
-            target_text = answer_completion(row["answers"][0], row.get("answer_style") or "plain")
-            target_ids = self._tokenizer(target_text, add_special_tokens=False)["input_ids"]
-            if not target_ids:
-                raise ValueError(
-                    f"case {case_id!r}: the new object {row['answers'][0]!r} tokenizes to nothing"
-                )
-            self._target_token_cache[case_id] = (list(prompt_ids), list(target_ids))
+            _, target_ids = answer_token_ids(self._tokenizer, row, f"case {case_id!r}")
+            self._target_token_cache[case_id] = (list(prompt_ids), target_ids)
         return self._target_token_cache[case_id]
 
     def _padded(self, sequences: Sequence[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
