@@ -65,6 +65,12 @@ def test_every_stage_writes_its_outputs_and_a_rerun_skips_them(tmp_path, tiny_wo
         "fluency",
     } <= metrics
     assert all(set(values) == metrics for values in points.values())
+    # the world's held-out templates are scored one by one, and again without the two ending with the anchor
+    assert {
+        "gen_em_generalization_beyond_anchor",
+        "gen_em_generalization/paraphrase",
+        "gen_em_generalization/question_anchor",
+    } <= metrics
     # the paired test over cases compares post-edit and post-refinement on every case
     paired = json.loads((run / "report" / "report_paired.json").read_text())
     cases = len((run / "cases.jsonl").read_text().splitlines())
