@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM
 
-from edit_grpo_trl.data.cases import EditCase
+from edit_grpo_trl.data.cases import EditCase, Probe, ProbeKind
 from edit_grpo_trl.editors.arch import EditorConfigError
 from edit_grpo_trl.editors.base import EditRecord
 from edit_grpo_trl.editors.checkpoint import EditManifest, load_edited, load_edited_model, save_edited
@@ -20,6 +21,7 @@ from edit_grpo_trl.editors.wise import (
     WiseEditor,
     WiseHParams,
     WiseLinear,
+    case_negatives,
     install_wise,
     margin_loss,
     prepare_wise_for_training,
@@ -360,3 +362,131 @@ def test_replay_skips_an_earlier_edit_of_the_same_prompt(small_qwen3):
     ]
     _edited_with_replay(small_qwen3, replay=1, seen=seen, cases=cases)
     assert len(seen) == 60 and all(ids.shape[0] == 2 for ids in seen)
+
+
+def _case_with_locality_probes() -> EditCase:
+    return EditCase(
+        "kalo",
+        "Kalo",
+        "Kalo was born in",
+        ("Paris",),
+        probes=(
+            Probe("Mira was born in", ("Oslo",), ProbeKind.LOCALITY, "neighborhood"),  # evaluation only
+            Probe("Sute was born in", ("Lima",), ProbeKind.TRAIN_LOCALITY, "neighborhood"),
+            Probe("Kalo plays the", ("piano",), ProbeKind.TRAIN_LOCALITY, "random"),  # the subject's own
+            Probe("Sute plays the", ("violin",), ProbeKind.TRAIN_LOCALITY, "random"),
+        ),
+    )
+
+
+def test_case_negatives_are_training_locality_probes_of_other_people_only():
+    case = _case_with_locality_probes()
+    assert case_negatives(case, 0) == []
+    assert case_negatives(case, 1) == ["Sute was born in Lima"]
+    # Never the evaluation's locality probe, never the edited subject's own prompt; no more than there are.
+    assert case_negatives(case, 8) == ["Sute was born in Lima", "Sute plays the violin"]
+
+
+def test_loc_case_probes_join_the_out_of_scope_rows_of_every_step(small_qwen3):
+    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
+    hparams = WiseHParams(
+        layers=[1],
+        rewrite_module_tmp="model.layers.{}.mlp.down_proj",
+        edit_lr=1e-2,
+        optimizer="adam",
+        n_iter=3,
+        mask_ratio=1.0,
+        context_templates=[],
+        loc_samples=1,
+        loc_pool=1,
+        loc_case_probes=2,
+    )
+    editor = WiseEditor(hparams)
+    editor._loc_texts = ["the piano of Lima is"]
+    seen = []
+    model.register_forward_pre_hook(lambda _m, _a, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
+    editor.edit(model, tokenizer, [_case_with_locality_probes()], show_progress=False)
+    expected = [
+        encode(tokenizer, t)
+        for t in ["the piano of Lima is", "Sute was born in Lima", "Sute plays the violin"]
+    ]
+    for ids in seen[
+        :3
+    ]:  # the optimization steps: the anchor row, then the unrelated text, then the negatives
+        assert ids.shape[0] == 4
+        assert [ids[1 + i, : len(row)].tolist() for i, row in enumerate(expected)] == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("loc_case_probes", -1), ("loc_case_probes", True), ("threshold_from", "min")]
+)
+def test_new_fields_are_validated(small_qwen3, field, value):
+    hparams = WiseHParams(layers=[1], **{field: value})
+    with pytest.raises(EditorConfigError, match=field):
+        hparams.validate(small_qwen3.model.config)
+
+
+def test_threshold_from_merged_rescores_every_edit_on_the_final_side_memory(small_qwen3):
+    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)  # lets each edit reach its object (see the replay test above)
+    hparams = WiseHParams(
+        layers=[1],
+        rewrite_module_tmp="model.layers.{}.mlp.down_proj",
+        edit_lr=1.0,
+        act_margin=[1.0, 2.0, 1.0],
+        act_ratio=0.9,
+        optimizer="adam",
+        n_iter=20,
+        mask_ratio=1.0,
+        norm_constraint=None,
+        context_templates=[],
+        loc_samples=1,
+        loc_pool=2,
+        router_score="token",
+        threshold_from="merged",
+    )
+    editor = WiseEditor(hparams)
+    editor._loc_texts = ["the piano of Lima is", "the violin of Rome is"]
+    result = editor.edit(model, tokenizer, _replay_cases(), show_progress=False)
+    (wise,) = wise_modules(result.model).values()
+    # The threshold from the final side memory, computed here from the captured projection input: the smallest
+    # token score over the positions that predict an edit's object, times act_ratio.
+    captured = {}
+    handle = wise.register_forward_hook(lambda _m, args, _o: captured.update(x=args[0]))
+    lowest = math.inf
+    with torch.no_grad():
+        for case in _replay_cases():
+            prompt, target = encode(tokenizer, case.prompt), target_ids(tokenizer, case.new_object)
+            result.model(input_ids=torch.tensor([prompt + target]))
+            x = captured["x"][0]
+            scores = wise.distance(wise.project(x, wise.weight), wise.side(x))
+            lowest = min(lowest, float(scores[len(prompt) - 1 : len(prompt) + len(target) - 1].min()))
+            # act_ratio < 1: every edit's answer is read from the side memory
+            assert wise.last_routes[0, len(prompt) - 1 : len(prompt) + len(target) - 1].all()
+    handle.remove()
+    assert math.isfinite(lowest)
+    assert float(wise.router_threshold) == pytest.approx(0.9 * lowest, rel=1e-5)
+
+
+class _CountingTokenizer:
+    """The word tokenizer, counting how often each text is tokenized."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, text, **kwargs):
+        self.calls[text] = self.calls.get(text, 0) + 1
+        return self._tokenizer(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def test_replay_tokenizes_each_text_once_per_stream(small_qwen3):
+    counting = _CountingTokenizer(small_qwen3.tokenizer)
+    _edited_with_replay(SimpleNamespace(model=small_qwen3.model, tokenizer=counting), replay=2)
+    # 3 edits x 30 steps, each step with up to 2 replayed anchors and their texts: still one call per text.
+    assert "Kalo was born in" in counting.calls and " Paris" in counting.calls
+    assert set(counting.calls.values()) == {1}, counting.calls

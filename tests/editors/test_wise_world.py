@@ -22,13 +22,16 @@ from .conftest import untouched_anchors
 
 pytestmark = pytest.mark.slow
 NUM_CASES = 20
-# What the world-tiny preset reaches (per-token router, act_ratio 0.3, replay 8: measured 0.95 / 0.82; without
-# replay 0.75 / 0.64, the mean router kept 0.55), not the 0.95 kept asked of WISE: as edits accumulate the side
-# memory moves every prompt of the world, and the router cannot tell edited from unedited people
-# (docs/editors.md, "Routing on the tiny world", "Replay of earlier edits"). The floors catch regressions;
-# the gap is reported, not hidden.
+# What the world-tiny preset reaches on these probes (per-token router, replay 8, the case's training-locality
+# probes as hard negatives, the threshold refit on the merged side memory at act_ratio 0.9): measured 0.95 / 1.00
+# (the replay-8 preset before it: 0.95 / 0.82; without replay 0.75 / 0.64, the mean router kept 0.55). 16 of the
+# 100 untouched anchors are reserved people's facts, which the preset now trains as negatives; the 84 others are
+# all kept as well. On
+# editor_report's locality probes the same preset keeps 0.973 / 0.925 / 0.925 on case seeds 0 / 1 / 2: the 0.95
+# asked of WISE holds here, not on every draw (docs/editors.md, "Locality: hard negatives and a threshold from
+# the merged memory"). The floors catch regressions; the gap is reported, not hidden.
 RELIABILITY_FLOOR = 0.9
-KEPT_FLOOR = 0.78
+KEPT_FLOOR = 0.95
 ROUTED_EDIT_FLOOR = 0.9
 
 

@@ -16,12 +16,15 @@ Editing (:class:`WiseEditor`, one case at a time):
   unrelated text below the router's threshold;
 * replay (``replay``, off by default as in EasyEdit): each step also trains a few earlier edits of the stream,
   their anchors' cross-entropy and margin terms and their unrelated texts, so later edits do not overwrite them;
+* hard negatives (``loc_case_probes``, off by default): the case's own training-locality probes (unedited facts
+  of other people through the edit's templates) join the unrelated texts, out of scope;
 * knowledge sharding: every ``save_freq`` edits a shard closes and the next starts from the main memory with
   a new random gradient mask keeping ``mask_ratio`` of the weights (each shard edits its own random subspace);
 * every ``merge_freq`` edits (and at the end of an ``edit`` call) the closed shards are TIES-merged (trim to
   ``densities`` by magnitude, elect signs, disjoint mean) into the side memory, the old side memory weighing
   0.6 against the new shards' 0.4 as in EasyEdit's WISE-Merge. A lone first shard becomes the side memory as it
-  is (EasyEdit likewise routes to an unmerged shard).
+  is (EasyEdit likewise routes to an unmerged shard). With ``threshold_from: merged`` the threshold's
+  in-scope minimum is then taken again from every edit of the stream scored on the merged side memory.
 
 This is WISE-Merge (one side memory); EasyEdit's WISE-Retrieve (one side memory per merge group, picked by
 activation) is not implemented. Written from the paper and from reading EasyEdit's ``easyeditor/models/wise``.
@@ -50,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edit_grpo_trl.data.cases import EditCase
+from edit_grpo_trl.data.cases import EditCase, ProbeKind
 from edit_grpo_trl.editors.arch import Architecture, EditorConfigError, get_module
 from edit_grpo_trl.editors.base import Editor, EditorHParams, EditResult
 from edit_grpo_trl.editors.tokens import encode, pad_id, pad_right, target_ids
@@ -61,6 +64,7 @@ SIDE_SUFFIX = "side.weight"
 THRESHOLD_SUFFIX = "router_threshold"
 MERGE_ALGORITHMS = ("ties", "linear")
 ROUTER_SCORES = ("mean", "max", "token")
+THRESHOLD_SOURCES = ("edit", "merged")
 
 
 @dataclass
@@ -102,6 +106,16 @@ class WiseHParams(EditorHParams):
     # objects, so the shard keeps them, and their margin-loss terms, anchors in scope and the unrelated texts
     # drawn for them out of scope, so the router keeps them apart. 0: off (EasyEdit's behaviour).
     replay: int = 0
+    # Hard negatives: up to ``loc_case_probes`` of the case's own training-locality probes (unedited facts the
+    # case offers for training, e.g. the knowledge world's reserved people through the anchor templates) join
+    # its unrelated texts as out-of-scope rows, each as prompt + true answer. They share the edit's template
+    # and name other people, as locality probes do. 0: off (EasyEdit's behaviour: unrelated texts only).
+    loc_case_probes: int = 0
+    # Where the threshold's in-scope minimum comes from. ``edit``: each edit's own score when it finished, the
+    # smallest kept (EasyEdit's). ``merged``: at every merge, every edit of the stream scored again on the merged
+    # side memory, the one the router will read (later edits, replay and the TIES trim all move earlier edits'
+    # scores, so the edit-time minimum can sit well above or below what they score at the end).
+    threshold_from: str = "edit"
 
     def __post_init__(self) -> None:
         if self.norm_constraint is False:
@@ -141,6 +155,17 @@ class WiseHParams(EditorHParams):
             problems.append(f"loc_related must be in [0, 1], got {self.loc_related}")
         if isinstance(self.replay, bool) or not isinstance(self.replay, int) or self.replay < 0:
             problems.append(f"replay (earlier edits per step) must be an integer >= 0, got {self.replay!r}")
+        if (
+            isinstance(self.loc_case_probes, bool)
+            or not isinstance(self.loc_case_probes, int)
+            or self.loc_case_probes < 0
+        ):
+            problems.append(
+                f"loc_case_probes (training-locality probes per edit) must be an integer >= 0, got "
+                f"{self.loc_case_probes!r}"
+            )
+        if self.threshold_from not in THRESHOLD_SOURCES:
+            problems.append(f"threshold_from must be one of {THRESHOLD_SOURCES}, got {self.threshold_from!r}")
         if self.loc_samples < 1 or self.loc_pool < self.loc_samples:
             problems.append(f"need 1 <= loc_samples <= loc_pool, got {self.loc_samples}, {self.loc_pool}")
         if problems:
@@ -496,6 +521,22 @@ def margin_loss(
     return loss
 
 
+def case_negatives(case: EditCase, count: int) -> list[str]:
+    """The first ``count`` of the case's training-locality probes as texts, prompt + true answer.
+
+    Only ``TRAIN_LOCALITY`` probes: the evaluation's locality probes must never be trained on. Probes naming
+    the case's subject are skipped (the router has to take the subject's own prompts).
+    """
+    if count <= 0:
+        return []
+    texts = [
+        f"{probe.prompt} {probe.answer}"
+        for probe in case.probes
+        if probe.kind == ProbeKind.TRAIN_LOCALITY and case.subject not in probe.prompt
+    ]
+    return texts[:count]
+
+
 def replay_sample(earlier: int, count: int, rng: random.Random) -> list[int]:
     """Indices of the earlier edits one step replays: ``count`` distinct ones at random, all while fewer exist."""
     if count <= 0 or earlier <= 0:
@@ -517,6 +558,8 @@ class _EditingState:
     edits: int = 0  # edits so far in this stream
     merged_once: bool = False
     min_in_scope: float = math.inf
+    # The minimum an earlier WISE edit of the model left (from its threshold), kept when the threshold is refit.
+    prior_min_in_scope: float = math.inf
     # The stream's edits so far with the unrelated texts each was trained against (what replay draws from).
     history: list[tuple[EditCase, list[str]]] = field(default_factory=list)
 
@@ -536,6 +579,9 @@ class WiseEditor(Editor):
         self._generator = torch.Generator().manual_seed(hparams.seed)
         # Its own stream, so that replay leaves the unrelated texts' draws (and replay 0's results) unchanged.
         self._replay_rng = random.Random(hparams.seed + 1)
+        self._tokenizer = None  # the stream's, for the threshold refit at the end of an edit call
+        self._token_cache: dict[tuple[bool, str], list[int]] = {}
+        self._token_cache_owner = None
 
     # --- inputs ---
 
@@ -581,7 +627,17 @@ class WiseEditor(Editor):
         chosen = self._rng.sample(related, min(round(wanted * self.hparams.loc_related), len(related)))
         rest = [t for t in candidates if t not in chosen]
         chosen += self._rng.sample(rest, min(wanted - len(chosen), len(rest)))
-        return chosen
+        return chosen + case_negatives(case, self.hparams.loc_case_probes)
+
+    def _ids(self, tokenizer, text: str, target: bool = False) -> list[int]:
+        """``encode`` (or ``target_ids``) of ``text``, each text tokenized once per tokenizer: replay puts
+        the same earlier anchors and unrelated texts into every step of every later edit."""
+        if self._token_cache_owner is not tokenizer:
+            self._token_cache, self._token_cache_owner = {}, tokenizer
+        key = (target, text)
+        if key not in self._token_cache:
+            self._token_cache[key] = target_ids(tokenizer, text) if target else encode(tokenizer, text)
+        return self._token_cache[key]
 
     def _batch(
         self,
@@ -601,12 +657,12 @@ class WiseEditor(Editor):
         anchors = [(template.format(case.prompt), case.new_object) for template in templates]
         anchors += [(earlier.prompt, earlier.new_object) for earlier, _ in replayed]
         for prompt_text, new_object in anchors:
-            prompt, target = encode(tokenizer, prompt_text), target_ids(tokenizer, new_object)
+            prompt, target = self._ids(tokenizer, prompt_text), self._ids(tokenizer, new_object, target=True)
             rows.append(prompt + target)
             labels.append([-100] * len(prompt) + target)
             first_answer.append(len(prompt) - 1)  # the position that predicts the object's first token
         for text in [*unrelated, *(t for _, texts in replayed for t in texts)]:
-            ids = encode(tokenizer, text)
+            ids = self._ids(tokenizer, text)
             rows.append(ids)
             labels.append([-100] * len(ids))
         input_ids, attention_mask = pad_right(rows, pad_id(tokenizer))
@@ -714,14 +770,39 @@ class WiseEditor(Editor):
         if state.edits % h.save_freq == 0:
             self._close_shard(state, wise)
         if state.edits % h.merge_freq == 0:
-            self._merge(state, wise)
+            self._merge(state, wise, model, tokenizer)
+
+    @torch.no_grad()
+    def _side_in_scope(
+        self, model, tokenizer, cases: Sequence[EditCase], wise: WiseLinear | None = None
+    ) -> float:
+        """The smallest in-scope score the side memory gives the cases' edit rows (as an edit measures it)."""
+        if wise is None:
+            (wise,) = wise_modules(model).values()
+        templates = self._context_templates(model, tokenizer)
+        device = wise.weight.device
+        lowest = math.inf
+        try:
+            wise.editing_weight = wise.side.weight.detach()
+            for case in cases:  # one case at a time: the rows pad as during its edit
+                input_ids, attention_mask, _, first_answer, num_own, _ = self._batch(
+                    tokenizer, case, templates, []
+                )
+                input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+                model(input_ids=input_ids, attention_mask=attention_mask)
+                in_scope, _ = self._margin_terms(wise, attention_mask, first_answer, num_own)
+                lowest = min(lowest, float(in_scope.min()))
+        finally:
+            wise.editing_weight = None
+            wise.captured = None
+        return lowest
 
     def _close_shard(self, state: _EditingState, wise: WiseLinear) -> None:
         state.shards.append(state.pending)
         state.pending = wise.weight.detach().clone()
         state.mask = self._new_mask(state.pending)
 
-    def _merge(self, state: _EditingState, wise: WiseLinear) -> None:
+    def _merge(self, state: _EditingState, wise: WiseLinear, model=None, tokenizer=None) -> None:
         """TIES-merge the closed shards into the side memory (EasyEdit's weighting), then set the threshold."""
         h = self.hparams
         if state.shards:
@@ -744,6 +825,11 @@ class WiseEditor(Editor):
                 wise.side.weight.copy_(merged)
             state.shards = []
             state.merged_once = True
+        if h.threshold_from == "merged" and state.history and model is not None:
+            # The latest edit of each prompt: an earlier one of the same prompt was superseded, not kept.
+            latest = {case.prompt: case for case, _ in state.history}
+            rescored = self._side_in_scope(model, tokenizer, list(latest.values()), wise)
+            state.min_in_scope = min(state.prior_min_in_scope, rescored)
         if math.isfinite(state.min_in_scope):
             with torch.no_grad():
                 wise.router_threshold.fill_(h.act_ratio * state.min_in_scope)
@@ -768,6 +854,8 @@ class WiseEditor(Editor):
             if torch.isfinite(wise.router_threshold):  # editing on top of an earlier WISE edit
                 state.merged_once = True
                 state.min_in_scope = float(wise.router_threshold) / self.hparams.act_ratio
+                state.prior_min_in_scope = state.min_in_scope
+        self._tokenizer = tokenizer
         before = state.pending.clone()
         for case in cases:
             self._edit_one(model, tokenizer, case, wise, state)
@@ -784,7 +872,7 @@ class WiseEditor(Editor):
         wise = get_module(model, self.hparams.rewrite_module_tmp.format(layer))
         if not state.pending.equal(wise.weight):
             self._close_shard(state, wise)
-        self._merge(state, wise)
+        self._merge(state, wise, model, self._tokenizer)
 
     def edit(
         self,
