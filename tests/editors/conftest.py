@@ -67,12 +67,17 @@ def world_statistics(request, tmp_path_factory):
     )
 
 
-def untouched_anchors(tiny_world, cases, limit: int) -> list[tuple[str, str]]:
-    """Anchor prompts of people no case edits, with the pre-edit model's greedy answers (only correct ones)."""
+def untouched_anchors(tiny_world, cases, limit: int, skip_reserved: bool = False) -> list[tuple[str, str]]:
+    """Anchor prompts of people no case edits, with the pre-edit model's greedy answers (only correct ones).
+
+    ``skip_reserved`` also leaves out the world's reserved people, whose facts an editor may train on as
+    negatives (the locality training pool): what it trained on does not measure what it keeps."""
     from edit_grpo_trl.answers import exact_match
     from edit_grpo_trl.generation import greedy_generate
 
     edited = {case.subject for case in cases}
+    if skip_reserved:
+        edited |= set(tiny_world.world.reserved)
     pairs = [(p, a) for p, a in tiny_world.world.recall_prompts("anchor") if p.split()[0] not in edited][
         :limit
     ]
