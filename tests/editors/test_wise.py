@@ -275,9 +275,9 @@ def _replay_cases():
     ]
 
 
-def _edited_with_replay(small_qwen3, replay: int, seen: list | None = None, cases=None):
-    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
-    hparams = WiseHParams(
+def _small_wise_hparams(**changes) -> WiseHParams:
+    """These tests' WISE settings on the small model (layer 1, Adam at learning rate 1, no norm limit)."""
+    settings = dict(
         layers=[1],
         rewrite_module_tmp="model.layers.{}.mlp.down_proj",
         edit_lr=1.0,
@@ -289,8 +289,13 @@ def _edited_with_replay(small_qwen3, replay: int, seen: list | None = None, case
         context_templates=[],
         loc_samples=1,
         loc_pool=2,
-        replay=replay,
     )
+    return WiseHParams(**{**settings, **changes})
+
+
+def _edited_with_replay(small_qwen3, replay: int, seen: list | None = None, cases=None):
+    model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
+    hparams = _small_wise_hparams(replay=replay)
     editor = WiseEditor(hparams)
     editor._loc_texts = ["the piano of Lima is", "the violin of Rome is"]
     if seen is not None:
@@ -430,21 +435,8 @@ def test_threshold_from_merged_rescores_every_edit_on_the_final_side_memory(smal
     model, tokenizer = small_qwen3.model, small_qwen3.tokenizer
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)  # lets each edit reach its object (see the replay test above)
-    hparams = WiseHParams(
-        layers=[1],
-        rewrite_module_tmp="model.layers.{}.mlp.down_proj",
-        edit_lr=1.0,
-        act_margin=[1.0, 2.0, 1.0],
-        act_ratio=0.9,
-        optimizer="adam",
-        n_iter=20,
-        mask_ratio=1.0,
-        norm_constraint=None,
-        context_templates=[],
-        loc_samples=1,
-        loc_pool=2,
-        router_score="token",
-        threshold_from="merged",
+    hparams = _small_wise_hparams(
+        act_ratio=0.9, n_iter=20, mask_ratio=1.0, router_score="token", threshold_from="merged"
     )
     editor = WiseEditor(hparams)
     editor._loc_texts = ["the piano of Lima is", "the violin of Rome is"]
