@@ -7,6 +7,7 @@ of people no case edits, with the pre-edit model's (correct) answers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -22,15 +23,19 @@ from .conftest import untouched_anchors
 
 pytestmark = pytest.mark.slow
 NUM_CASES = 20
-# What the world-tiny preset reaches (per-token router, replay 8, the case's training-locality probes as hard
-# negatives, the threshold refit on the merged side memory at act_ratio 0.9): reliability 0.95, and all 84
-# untouched anchors of people neither edited nor reserved among the first 100 kept (the replay-8 preset before
-# it: 0.95 / 0.82; without replay 0.75 / 0.64). The reserved people's facts are the negatives it trains on, so
-# they are left out here. On editor_report's locality probes the same preset keeps 0.973 / 0.925 / 0.925 on
-# case seeds 0 / 1 / 2: the 0.95 asked of WISE holds here, not on every draw (docs/editors.md, "Locality: hard
-# negatives and a threshold from the merged memory"). The floors catch regressions; the gap is reported.
+# What the world-tiny preset reaches (per-token router, act_ratio 0.3, replay 8): reliability 0.95, 0.83 of 100
+# untouched anchors of people neither edited nor reserved kept (without replay 0.75 / 0.64 of the first 100
+# including reserved people; the mean router kept 0.55): as edits accumulate the side memory moves every prompt
+# of the world (docs/editors.md, "Routing on the tiny world"). The opt-in locality settings below reach the 0.95
+# asked of WISE here (not on every case draw: docs/editors.md, "Locality: hard negatives and a threshold from the
+# merged memory"); the preset keeps the replay-8 values because stage 2 undoes edits under that tight threshold.
+# The reserved people's facts are what those settings train on as negatives, so they are left out here.
 RELIABILITY_FLOOR = 0.9
-KEPT_FLOOR = 0.95
+KEPT_FLOOR = 0.78
+# the hard negatives and the threshold refit on the merged side memory (WiseHParams.loc_case_probes, threshold_from)
+LOCALITY_SETTINGS = dict(
+    loc_case_probes=8, act_margin=[5.0, 30.0, 15.0], n_iter=50, threshold_from="merged", act_ratio=0.9
+)
 ROUTED_EDIT_FLOOR = 0.9
 
 
@@ -51,6 +56,14 @@ def edited(tiny_world, cases):
     return WiseEditor(settings.hparams).edit(model, tiny_world.tokenizer, cases, show_progress=False)
 
 
+def _reliability_and_kept(model, tokenizer, cases, untouched) -> tuple[float, float]:
+    answers = greedy_generate(model, tokenizer, [case.prompt for case in cases], max_new_tokens=4)
+    hits = sum(exact_match(a, case.target_new) for a, case in zip(answers, cases, strict=True))
+    after = greedy_generate(model, tokenizer, [p for p, _ in untouched], max_new_tokens=4)
+    kept = sum(a == before for a, (_, before) in zip(after, untouched, strict=True))
+    return hits / len(cases), kept / len(untouched)
+
+
 def _routed_at_last_token(model, tokenizer, prompts) -> float:
     (wise,) = wise_modules(model).values()
     routed = 0
@@ -62,15 +75,19 @@ def _routed_at_last_token(model, tokenizer, prompts) -> float:
 
 
 def test_twenty_sequential_edits_are_reliable_and_keep_untouched_facts(tiny_world, cases, untouched, edited):
-    model, tokenizer = edited.model, tiny_world.tokenizer
-    answers = greedy_generate(model, tokenizer, [case.prompt for case in cases], max_new_tokens=4)
-    reliability = sum(exact_match(a, case.target_new) for a, case in zip(answers, cases, strict=True)) / len(
-        cases
-    )
-    after = greedy_generate(model, tokenizer, [p for p, _ in untouched], max_new_tokens=4)
-    kept = sum(a == before for a, (_, before) in zip(after, untouched, strict=True)) / len(untouched)
+    reliability, kept = _reliability_and_kept(edited.model, tiny_world.tokenizer, cases, untouched)
     assert reliability >= RELIABILITY_FLOOR, reliability
     assert kept >= KEPT_FLOOR, kept
+
+
+def test_the_locality_settings_keep_ninety_five_percent_of_untouched_facts(tiny_world, cases, untouched):
+    settings = resolve_hparams("wise", tiny_world.model.config, None, model_dir=tiny_world.path)
+    hparams = dataclasses.replace(settings.hparams, **LOCALITY_SETTINGS)
+    model = copy.deepcopy(tiny_world.model)
+    edited = WiseEditor(hparams).edit(model, tiny_world.tokenizer, cases, show_progress=False)
+    reliability, kept = _reliability_and_kept(edited.model, tiny_world.tokenizer, cases, untouched)
+    assert reliability >= 0.9, reliability
+    assert kept >= 0.95, kept
 
 
 def test_edit_prompts_reach_the_side_memory(tiny_world, cases, edited):
