@@ -773,12 +773,8 @@ class WiseEditor(Editor):
             self._merge(state, wise, model, tokenizer)
 
     @torch.no_grad()
-    def _side_in_scope(
-        self, model, tokenizer, cases: Sequence[EditCase], wise: WiseLinear | None = None
-    ) -> float:
+    def _side_in_scope(self, model, tokenizer, cases: Sequence[EditCase], wise: WiseLinear) -> float:
         """The smallest in-scope score the side memory gives the cases' edit rows (as an edit measures it)."""
-        if wise is None:
-            (wise,) = wise_modules(model).values()
         templates = self._context_templates(model, tokenizer)
         device = wise.weight.device
         lowest = math.inf
@@ -802,7 +798,7 @@ class WiseEditor(Editor):
         state.pending = wise.weight.detach().clone()
         state.mask = self._new_mask(state.pending)
 
-    def _merge(self, state: _EditingState, wise: WiseLinear, model=None, tokenizer=None) -> None:
+    def _merge(self, state: _EditingState, wise: WiseLinear, model, tokenizer) -> None:
         """TIES-merge the closed shards into the side memory (EasyEdit's weighting), then set the threshold."""
         h = self.hparams
         if state.shards:
@@ -825,7 +821,7 @@ class WiseEditor(Editor):
                 wise.side.weight.copy_(merged)
             state.shards = []
             state.merged_once = True
-        if h.threshold_from == "merged" and state.history and model is not None:
+        if h.threshold_from == "merged" and state.history:
             # The latest edit of each prompt: an earlier one of the same prompt was superseded, not kept.
             latest = {case.prompt: case for case, _ in state.history}
             rescored = self._side_in_scope(model, tokenizer, list(latest.values()), wise)
